@@ -1,0 +1,547 @@
+//! The MULTIPATH class: its geoms (FreeBSD's softc), their paths (consumers), and the small
+//! decisions every other module builds on — `good`, `fault`, `choose`, `rotate`, `find` —
+//! each mirroring one function of `g_multipath.c`.
+//!
+//! The invariant this module keeps: every geom's path list is in kernel order (newest
+//! first), `ndisks` counts its attached paths that are not LOST, and `active` is either
+//! `None` or a path of that geom.
+
+use alloc::collections::VecDeque;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use geom_multipath_sysctl::Values;
+
+use crate::event::{Event, Level, Message, Probe};
+use crate::slab::Slab;
+use crate::state::{GeomState, GeomType, Mode, PathState};
+use crate::topology::{Deferred, GeomId, PathId};
+
+/// Path flag: failed by an I/O error or the `fail` verb (`MP_FAIL`).
+pub(crate) const FAIL: u8 = 0x01;
+/// Path flag: removed or disconnected, detached once idle (`MP_LOST`).
+pub(crate) const LOST: u8 = 0x02;
+/// Path flag: being attached (`MP_NEW`).
+pub(crate) const NEW: u8 = 0x04;
+/// Path flag: its detach has been posted (`MP_POSTED`).
+pub(crate) const POSTED: u8 = 0x08;
+/// Path flag: access dropped, detach re-posted behind the re-taste (`MP_WITHER`).
+pub(crate) const WITHER: u8 = 0x10;
+/// A path with any of these flags carries no requests (`MP_BAD`).
+pub(crate) const BAD: u8 = FAIL | LOST | NEW;
+
+/// The multipath provider (`sc_pp`): geometry and the access counts GEOM keeps for it.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Provider {
+    pub(crate) mediasize: u64,
+    pub(crate) sectorsize: u32,
+    pub(crate) stripesize: u64,
+    pub(crate) stripeoffset: u64,
+    pub(crate) acr: i32,
+    pub(crate) acw: i32,
+    pub(crate) ace: i32,
+    /// Withered by a destroy while open: new requests fail with ENXIO.
+    pub(crate) withered: bool,
+}
+
+/// One geom: FreeBSD's `struct g_multipath_softc` plus the geom's consumer list.
+#[derive(Debug)]
+pub(crate) struct Geom {
+    pub(crate) name: String,
+    /// Empty for a MANUAL geom.
+    pub(crate) uuid: String,
+    pub(crate) mode: Mode,
+    pub(crate) active: Option<PathId>,
+    /// Attached paths that are not LOST.
+    pub(crate) ndisks: u32,
+    /// Sum of the provider's access counts (`sc_opened`).
+    pub(crate) opened: i32,
+    pub(crate) stopping: bool,
+    /// Size of one whole path (`sc_size`), 0 until known.
+    pub(crate) size: u64,
+    pub(crate) provider: Provider,
+    /// Consumers in kernel order: newest first.
+    pub(crate) paths: Vec<PathId>,
+}
+
+/// One path: a consumer of the geom and a copy of its provider's geometry.
+#[derive(Debug)]
+pub(crate) struct Path {
+    pub(crate) geom: GeomId,
+    /// The provider's name (`cp->provider->name`).
+    pub(crate) name: String,
+    pub(crate) mediasize: u64,
+    pub(crate) sectorsize: u32,
+    pub(crate) rank: u32,
+    pub(crate) flags: u8,
+    /// Requests chosen since this path was last chosen (the idle age in `cp->index`).
+    pub(crate) idle: u32,
+    /// Requests in flight on this path (`cp->private`).
+    pub(crate) inflight: u32,
+    pub(crate) acr: i32,
+    pub(crate) acw: i32,
+    pub(crate) ace: i32,
+    /// Its provider went away (`G_CF_ORPHAN`).
+    pub(crate) orphaned: bool,
+}
+
+impl Path {
+    pub(crate) fn is_good(&self) -> bool {
+        self.flags & BAD == 0
+    }
+}
+
+/// The MULTIPATH class: every multipath geom, the tunables, and what the class has to say.
+///
+/// # Methods, by kind
+/// * **Getters** (no effect): [`geoms`](Class::geoms), [`geom`](Class::geom),
+///   [`path`](Class::path), [`find_geom`](Class::find_geom),
+///   [`paths_on_provider`](Class::paths_on_provider), [`tunables`](Class::tunables),
+///   [`geom_state`](Class::geom_state), [`path_state`](Class::path_state), the dumpconf
+///   writers.
+/// * **Inputs, data path** (never allocate on success, O(paths)):
+///   [`start`](Class::start) routes a request, [`done`](Class::done) completes one.
+/// * **Inputs, topology** (take a [`Topology`](crate::Topology)): [`taste`](Class::taste),
+///   [`orphan`](Class::orphan), [`resize`](Class::resize), [`access`](Class::access),
+///   [`run_deferred`](Class::run_deferred).
+/// * **Commands**: [`ctl`](Class::ctl) (every verb, FreeBSD's `g_multipath_config`),
+///   [`destroy_all`](Class::destroy_all) (module unload).
+/// * **Pollers**: [`poll_event`](Class::poll_event) (console messages and probes) and
+///   [`poll_deferred`](Class::poll_deferred) (work to run later).
+///
+/// # Driving it
+/// One owner calls it with `&mut self` (the kmod under its softc mutex, the host from one
+/// thread). After every input or command the driver drains, in this order:
+/// 1. `poll_event` until `None`, printing messages and firing probes;
+/// 2. `poll_deferred` until `None`, appending each item to its FIFO of framework events
+///    behind anything the input itself queued (a re-taste after a write-close), and later
+///    feeding each back through `run_deferred` (then draining again).
+pub struct Class {
+    pub(crate) geoms: Slab<Geom>,
+    /// Geoms in kernel order: newest first.
+    pub(crate) geom_order: Vec<GeomId>,
+    pub(crate) paths: Slab<Path>,
+    pub(crate) tunables: Values,
+    pub(crate) events: VecDeque<Event>,
+    pub(crate) deferred: VecDeque<Deferred>,
+}
+
+impl Default for Class {
+    fn default() -> Self {
+        Class::new(Values::default())
+    }
+}
+
+impl Class {
+    /// A class with no geoms and the given tunables (FreeBSD's `g_multipath_init`).
+    pub fn new(tunables: Values) -> Self {
+        Class {
+            geoms: Slab::new(),
+            geom_order: Vec::new(),
+            paths: Slab::new(),
+            tunables,
+            events: VecDeque::new(),
+            deferred: VecDeque::new(),
+        }
+    }
+
+    // ----- getters -----------------------------------------------------------------------
+
+    /// The tunables the class reads.
+    pub fn tunables(&self) -> &Values {
+        &self.tunables
+    }
+
+    /// The tunables, for a sysctl write. Like FreeBSD's, `exclusive` only affects paths
+    /// attached afterwards.
+    pub fn tunables_mut(&mut self) -> &mut Values {
+        &mut self.tunables
+    }
+
+    /// Every geom, stopping ones included, in kernel order (newest first).
+    pub fn geoms(&self) -> impl Iterator<Item = GeomId> + '_ {
+        self.geom_order.iter().copied()
+    }
+
+    /// A read-only view of one geom, if it still exists.
+    pub fn geom(&self, id: GeomId) -> Option<GeomView<'_>> {
+        self.geoms.get(id.0).map(|geom| GeomView {
+            class: self,
+            id,
+            geom,
+        })
+    }
+
+    /// A read-only view of one path, if it is still attached.
+    pub fn path(&self, id: PathId) -> Option<PathView<'_>> {
+        self.paths.get(id.0).map(|path| PathView { id, path })
+    }
+
+    /// `g_multipath_find_geom`: the geom called `name` (exact match, no `/dev/` stripping),
+    /// skipping geoms that are being destroyed.
+    pub fn find_geom(&self, name: &str) -> Option<GeomId> {
+        self.geom_order.iter().copied().find(|&id| {
+            let g = self.g(id);
+            !g.stopping && g.name == name
+        })
+    }
+
+    /// The paths attached to provider `name` whose provider has not gone away: what GEOM's
+    /// orphan and resize events for that provider reach, and what makes a taste skip it.
+    pub fn paths_on_provider<'a>(&'a self, name: &'a str) -> impl Iterator<Item = PathId> + 'a {
+        self.geom_order.iter().flat_map(move |&gid| {
+            self.g(gid).paths.iter().copied().filter(move |&pid| {
+                let p = self.p(pid);
+                !p.orphaned && p.name == name
+            })
+        })
+    }
+
+    /// The geom's `State` (dumpconf): BROKEN with no good path, DEGRADED when some path is
+    /// not good or there is only one, else OPTIMAL.
+    pub fn geom_state(&self, id: GeomId) -> Option<GeomState> {
+        let g = self.geoms.get(id.0)?;
+        let good = self.good(id);
+        Some(if good == 0 {
+            GeomState::Broken
+        } else if good != g.ndisks || g.ndisks == 1 {
+            GeomState::Degraded
+        } else {
+            GeomState::Optimal
+        })
+    }
+
+    /// The path's `State` (dumpconf), in FreeBSD's priority order.
+    pub fn path_state(&self, id: PathId) -> Option<PathState> {
+        let p = self.paths.get(id.0)?;
+        let g = self.g(p.geom);
+        Some(if p.flags & NEW != 0 {
+            PathState::New
+        } else if p.flags & LOST != 0 {
+            PathState::Lost
+        } else if p.flags & FAIL != 0 {
+            PathState::Fail
+        } else if g.mode == Mode::ActiveActive || g.active == Some(id) {
+            PathState::Active
+        } else if g.mode == Mode::ActiveRead {
+            PathState::Read
+        } else {
+            PathState::Passive
+        })
+    }
+
+    // ----- pollers -----------------------------------------------------------------------
+
+    /// The next console message or probe, oldest first.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// The next piece of deferred work, oldest first.
+    pub fn poll_deferred(&mut self) -> Option<Deferred> {
+        self.deferred.pop_front()
+    }
+
+    // ----- internals shared by the other modules ------------------------------------------
+
+    /// The geom behind a live id. Ids handed out by the class stay valid until the class
+    /// itself removes the object, so a miss is a bug in the class.
+    pub(crate) fn g(&self, id: GeomId) -> &Geom {
+        self.geoms.get(id.0).expect("live geom id")
+    }
+
+    pub(crate) fn g_mut(&mut self, id: GeomId) -> &mut Geom {
+        self.geoms.get_mut(id.0).expect("live geom id")
+    }
+
+    pub(crate) fn p(&self, id: PathId) -> &Path {
+        self.paths.get(id.0).expect("live path id")
+    }
+
+    pub(crate) fn p_mut(&mut self, id: PathId) -> &mut Path {
+        self.paths.get_mut(id.0).expect("live path id")
+    }
+
+    /// Queues a console message; debug-level ones only while `kern.geom.multipath.debug`
+    /// is non-zero.
+    pub(crate) fn log(&mut self, message: Message) {
+        if message.level() == Level::Debug && self.tunables.debug() == 0 {
+            return;
+        }
+        self.events.push_back(Event::Log(message));
+    }
+
+    pub(crate) fn probe(&mut self, probe: Probe) {
+        self.events.push_back(Event::Probe(probe));
+    }
+
+    /// `g_post_event(g_mpd, cp)`.
+    pub(crate) fn post_detach(&mut self, path: PathId) {
+        self.deferred.push_back(Deferred::Detach(path));
+    }
+
+    // ----- FreeBSD's decisions ------------------------------------------------------------
+
+    /// `g_multipath_good`: how many paths of the geom can carry requests.
+    pub(crate) fn good(&self, geom: GeomId) -> u32 {
+        let count = self
+            .g(geom)
+            .paths
+            .iter()
+            .filter(|&&pid| self.p(pid).is_good())
+            .count();
+        u32::try_from(count).unwrap_or(u32::MAX)
+    }
+
+    /// The first good path in kernel order.
+    fn first_good(&self, geom: GeomId) -> Option<PathId> {
+        self.g(geom)
+            .paths
+            .iter()
+            .copied()
+            .find(|&pid| self.p(pid).is_good())
+    }
+
+    /// `g_multipath_fault`: mark `path` with `cause` (FAIL or LOST). If that leaves no good
+    /// path, restore every other usable path (all of them, the faulted one too, when it is
+    /// the only disk). If the faulted path was active, elect the first good path in kernel
+    /// order.
+    pub(crate) fn fault(&mut self, path: PathId, cause: u8) {
+        let gid = self.p(path).geom;
+        self.p_mut(path).flags |= cause;
+        let ndisks = self.g(gid).ndisks;
+        if self.good(gid) == 0 && ndisks > 0 {
+            let candidates = self.g(gid).paths.clone();
+            for lcp in candidates {
+                let p = self.p(lcp);
+                if p.flags & (LOST | NEW) != 0 || (ndisks > 1 && lcp == path) {
+                    continue;
+                }
+                let (geom, name) = (self.g(gid).name.clone(), p.name.clone());
+                self.log(Message::AllFailedRestore {
+                    geom: geom.clone(),
+                    path: name.clone(),
+                });
+                self.probe(Probe::Restore { geom, path: name });
+                self.p_mut(lcp).flags &= !FAIL;
+            }
+        }
+        if self.g(gid).active != Some(path) {
+            return;
+        }
+        let next = self.first_good(gid);
+        self.g_mut(gid).active = next;
+        let geom = self.g(gid).name.clone();
+        match next {
+            None => self.log(Message::OutOfProviders { geom }),
+            Some(next) if self.g(gid).mode != Mode::ActiveActive => {
+                let path = self.p(next).name.clone();
+                self.log(Message::NowActive { path, geom });
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// `g_multipath_choose`: the path for a request. Active/Passive, and non-reads in
+    /// Active/Read, take the active path. Otherwise every good path ages by one step and the
+    /// one with the fewest requests in flight wins, the longest-idle on a tie (so light
+    /// load round-robins); the winner's age resets.
+    pub(crate) fn choose(&mut self, geom: GeomId, is_read: bool) -> Option<PathId> {
+        let g = self.geoms.get(geom.0)?;
+        if g.mode == Mode::ActivePassive || (g.mode == Mode::ActiveRead && !is_read) {
+            return g.active;
+        }
+        let mut best: Option<(PathId, u32, u32)> = None;
+        for &pid in &g.paths {
+            let Some(p) = self.paths.get_mut(pid.0) else {
+                continue;
+            };
+            if !p.is_good() {
+                continue;
+            }
+            p.idle = p.idle.saturating_add(1);
+            let better = match best {
+                None => true,
+                Some((_, inflight, idle)) => {
+                    p.inflight < inflight || (p.inflight == inflight && p.idle > idle)
+                }
+            };
+            if better {
+                best = Some((pid, p.inflight, p.idle));
+            }
+        }
+        let (winner, _, _) = best?;
+        if let Some(p) = self.paths.get_mut(winner.0) {
+            p.idle = 0;
+        }
+        Some(winner)
+    }
+
+    /// `g_multipath_rotate`: make the first good path after the active one (kernel order,
+    /// wrapping) active. Nothing changes if no other path is good.
+    pub(crate) fn rotate(&mut self, geom: GeomId) {
+        let g = self.g(geom);
+        let mut first_good = None;
+        let mut active_seen = false;
+        let mut next = None;
+        for &pid in &g.paths {
+            if self.p(pid).is_good() {
+                if first_good.is_none() {
+                    first_good = Some(pid);
+                }
+                if active_seen {
+                    next = Some(pid);
+                    break;
+                }
+            }
+            if g.active == Some(pid) {
+                active_seen = true;
+            }
+        }
+        let Some(next) = next.or(first_good) else {
+            return;
+        };
+        if g.active == Some(next) {
+            return;
+        }
+        let mode = g.mode;
+        self.g_mut(geom).active = Some(next);
+        if mode != Mode::ActiveActive {
+            let (path, geom) = (self.p(next).name.clone(), self.g(geom).name.clone());
+            self.log(Message::NowActive { path, geom });
+        }
+    }
+}
+
+/// A read-only view of one geom.
+#[derive(Clone, Copy)]
+pub struct GeomView<'a> {
+    class: &'a Class,
+    id: GeomId,
+    geom: &'a Geom,
+}
+
+impl<'a> GeomView<'a> {
+    /// The geom's id.
+    pub fn id(&self) -> GeomId {
+        self.id
+    }
+    /// The geom name (`FRED`); the provider is `multipath/<name>`.
+    pub fn name(&self) -> &'a str {
+        &self.geom.name
+    }
+    /// The label's UUID, empty for a MANUAL geom.
+    pub fn uuid(&self) -> &'a str {
+        &self.geom.uuid
+    }
+    /// MANUAL or AUTOMATIC.
+    pub fn geom_type(&self) -> GeomType {
+        if self.geom.uuid.is_empty() {
+            GeomType::Manual
+        } else {
+            GeomType::Automatic
+        }
+    }
+    /// Active/Passive, Active/Active or Active/Read.
+    pub fn mode(&self) -> Mode {
+        self.geom.mode
+    }
+    /// OPTIMAL, DEGRADED or BROKEN.
+    pub fn state(&self) -> GeomState {
+        self.class.geom_state(self.id).unwrap_or(GeomState::Broken)
+    }
+    /// The active path, if any.
+    pub fn active(&self) -> Option<PathId> {
+        self.geom.active
+    }
+    /// Attached paths that are not LOST.
+    pub fn ndisks(&self) -> u32 {
+        self.geom.ndisks
+    }
+    /// Paths in kernel order (newest first).
+    pub fn paths(&self) -> impl Iterator<Item = PathId> + 'a {
+        self.geom.paths.iter().copied()
+    }
+    /// Being destroyed: invisible to verbs and taste.
+    pub fn stopping(&self) -> bool {
+        self.geom.stopping
+    }
+    /// The provider's media size in bytes (0 until the first path arrives).
+    pub fn mediasize(&self) -> u64 {
+        self.geom.provider.mediasize
+    }
+    /// The provider's sector size.
+    pub fn sectorsize(&self) -> u32 {
+        self.geom.provider.sectorsize
+    }
+    /// The provider's stripe size and offset.
+    pub fn stripe(&self) -> (u64, u64) {
+        (
+            self.geom.provider.stripesize,
+            self.geom.provider.stripeoffset,
+        )
+    }
+    /// The provider's access counts (r, w, e).
+    pub fn access_counts(&self) -> (i32, i32, i32) {
+        let p = &self.geom.provider;
+        (p.acr, p.acw, p.ace)
+    }
+    /// The provider was withered by a destroy while open.
+    pub fn withered(&self) -> bool {
+        self.geom.provider.withered
+    }
+}
+
+/// A read-only view of one path.
+#[derive(Clone, Copy)]
+pub struct PathView<'a> {
+    id: PathId,
+    path: &'a Path,
+}
+
+impl<'a> PathView<'a> {
+    /// The path's id.
+    pub fn id(&self) -> PathId {
+        self.id
+    }
+    /// The geom the path belongs to.
+    pub fn geom(&self) -> GeomId {
+        self.path.geom
+    }
+    /// Its provider's name (`da0`).
+    pub fn name(&self) -> &'a str {
+        &self.path.name
+    }
+    /// Its provider's media size.
+    pub fn mediasize(&self) -> u64 {
+        self.path.mediasize
+    }
+    /// Its provider's sector size.
+    pub fn sectorsize(&self) -> u32 {
+        self.path.sectorsize
+    }
+    /// Requests in flight on the path.
+    pub fn inflight(&self) -> u32 {
+        self.path.inflight
+    }
+    /// The consumer's access counts (r, w, e).
+    pub fn access_counts(&self) -> (i32, i32, i32) {
+        (self.path.acr, self.path.acw, self.path.ace)
+    }
+    /// Not FAIL, LOST or NEW.
+    pub fn is_good(&self) -> bool {
+        self.path.is_good()
+    }
+    /// Marked FAIL.
+    pub fn is_failed(&self) -> bool {
+        self.path.flags & FAIL != 0
+    }
+    /// Marked LOST (removed or disconnected, waiting to be detached).
+    pub fn is_lost(&self) -> bool {
+        self.path.flags & LOST != 0
+    }
+    /// Its provider went away.
+    pub fn is_orphaned(&self) -> bool {
+        self.path.orphaned
+    }
+}

@@ -1,0 +1,198 @@
+//! The data path: routing a request to a path (`g_multipath_start`) and deciding what its
+//! completion means (`g_multipath_done` / `g_multipath_done_error`).
+//!
+//! The class never sees data buffers. A request is a [`Bio`]: the caller's token, the
+//! operation, the range, and the few words of state FreeBSD keeps in the parent bio
+//! (`bio_driver1` = attempts allowed, `bio_children` = clones issued, the path it is on).
+//! The caller owns the `Bio` and hands it to [`Class::start`] and [`Class::done`]; nothing is
+//! allocated and nothing is looked up in a table. Every request ends in exactly one
+//! [`Done::Deliver`]; a [`Done::Reissue`] means "send it again on this path and call `done`
+//! again".
+
+use crate::class::{Class, FAIL, LOST, POSTED};
+use crate::errno::Errno;
+use crate::event::{Message, Probe};
+use crate::topology::{GeomId, PathId};
+
+/// The command of a request (`bio_cmd`). Only reads are spread in Active/Read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// BIO_READ
+    Read,
+    /// BIO_WRITE
+    Write,
+    /// BIO_DELETE (trim / punch hole)
+    Delete,
+    /// BIO_FLUSH
+    Flush,
+    /// BIO_GETATTR; `physpath` when the attribute is `GEOM::physpath`, whose answer gets
+    /// `/mp` appended.
+    GetAttr {
+        /// The attribute asked for is `GEOM::physpath`.
+        physpath: bool,
+    },
+    /// Any other command (BIO_SPEEDUP, BIO_ZONE, …): routed like a write.
+    Other(u8),
+}
+
+/// What FreeBSD appends to a path's `GEOM::physpath` answer.
+pub const PHYSPATH_SUFFIX: &str = "/mp";
+
+/// One request to a multipath provider, with the per-request state the class keeps in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bio {
+    /// The caller's id for the request (reported by the `io:restart` probe).
+    pub token: u64,
+    /// The multipath geom the request was sent to.
+    pub geom: GeomId,
+    /// The command.
+    pub op: Op,
+    /// Byte offset.
+    pub offset: u64,
+    /// Byte length.
+    pub length: u64,
+    /// Attempts allowed: the most paths the geom had at any start (`bio_driver1`).
+    attempts: u32,
+    /// Attempts issued so far (`bio_children`).
+    issued: u32,
+    /// The path the request is on, between `start` and `done`.
+    path: Option<PathId>,
+}
+
+impl Bio {
+    /// A request that has not been started.
+    pub fn new(token: u64, geom: GeomId, op: Op, offset: u64, length: u64) -> Bio {
+        Bio {
+            token,
+            geom,
+            op,
+            offset,
+            length,
+            attempts: 0,
+            issued: 0,
+            path: None,
+        }
+    }
+
+    /// The path the request is on, if it has been started and not completed.
+    pub fn path(&self) -> Option<PathId> {
+        self.path
+    }
+
+    /// How many times the request has been sent to a path.
+    pub fn issued(&self) -> u32 {
+        self.issued
+    }
+}
+
+/// What to do with a completed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// The request is finished: answer the caller with `result`. For a successful
+    /// `GEOM::physpath` request, `append` is the suffix to add to the answer.
+    Deliver {
+        /// The request's result.
+        result: Result<(), Errno>,
+        /// Text to append to a successful attribute answer.
+        append: Option<&'static str>,
+    },
+    /// Send the request again on this path (it is already counted in flight there).
+    Reissue(PathId),
+}
+
+impl Done {
+    fn deliver(result: Result<(), Errno>) -> Done {
+        Done::Deliver {
+            result,
+            append: None,
+        }
+    }
+}
+
+impl Class {
+    /// `g_multipath_start`: the path to send `bio` to, or ENXIO when there is none (every
+    /// path bad, no path at all, or the provider withered). On success the path counts the
+    /// request in flight and the `bio` remembers it.
+    pub fn start(&mut self, bio: &mut Bio) -> Result<PathId, Errno> {
+        debug_assert!(bio.path.is_none(), "start of a request already in flight");
+        let Some(g) = self.geoms.get(bio.geom.0) else {
+            return Err(Errno::ENXIO);
+        };
+        if g.provider.withered {
+            return Err(Errno::ENXIO);
+        }
+        let path = self
+            .choose(bio.geom, bio.op == Op::Read)
+            .ok_or(Errno::ENXIO)?;
+        let ndisks = self.g(bio.geom).ndisks;
+        bio.attempts = bio.attempts.max(ndisks);
+        bio.issued += 1;
+        bio.path = Some(path);
+        self.p_mut(path).inflight += 1;
+        Ok(path)
+    }
+
+    /// `g_multipath_done`: an attempt of `bio` finished with `result`.
+    ///
+    /// EIO and ENXIO fail the path (`Error <e>, <p> in <g> marked FAIL`) and the request is
+    /// reissued while fewer attempts than paths were made; any other error, and success,
+    /// are delivered as they are. A LOST path whose last request drains is posted for
+    /// detach.
+    pub fn done(&mut self, bio: &mut Bio, result: Result<(), Errno>) -> Done {
+        let Some(path) = bio.path.take() else {
+            debug_assert!(false, "done of a request that is not in flight");
+            return Done::deliver(Err(Errno::ENXIO));
+        };
+        match result {
+            Err(e) if e.fails_path() => self.done_error(bio, path, e),
+            _ => {
+                self.drained_one(path);
+                let append = match (result, bio.op) {
+                    (Ok(()), Op::GetAttr { physpath: true }) => Some(PHYSPATH_SUFFIX),
+                    _ => None,
+                };
+                Done::Deliver { result, append }
+            }
+        }
+    }
+
+    /// `g_multipath_done_error`.
+    fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno) -> Done {
+        if self.p(path).flags & FAIL == 0 {
+            let geom = self.g(bio.geom).name.clone();
+            let name = self.p(path).name.clone();
+            self.log(Message::IoFailed {
+                error,
+                path: name.clone(),
+                geom: geom.clone(),
+            });
+            self.probe(Probe::Fail {
+                geom,
+                path: name,
+                error: error.0,
+            });
+            self.fault(path, FAIL);
+        }
+        self.drained_one(path);
+        if bio.issued < bio.attempts {
+            self.probe(Probe::Restart { token: bio.token });
+            match self.start(bio) {
+                Ok(next) => Done::Reissue(next),
+                Err(e) => Done::deliver(Err(e)),
+            }
+        } else {
+            Done::deliver(Err(error))
+        }
+    }
+
+    /// One request left `path`; a LOST path that became idle is posted for detach.
+    fn drained_one(&mut self, path: PathId) {
+        let p = self.p_mut(path);
+        debug_assert!(p.inflight > 0, "in-flight count underflow");
+        p.inflight = p.inflight.saturating_sub(1);
+        if p.inflight == 0 && p.flags & (LOST | POSTED) == LOST {
+            p.flags |= POSTED;
+            self.post_detach(path);
+        }
+    }
+}

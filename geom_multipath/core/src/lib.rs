@@ -1,0 +1,52 @@
+//! The GEOM MULTIPATH class, as a sans-IO core.
+//!
+//! This crate is FreeBSD's `g_multipath.c` without the kernel: the on-disk label
+//! ([`metadata`]), the geoms and their paths ([`Class`]), the three modes, routing and
+//! failover ([`Class::start`], [`Class::done`]), every verb ([`Class::ctl`]), taste
+//! ([`Class::taste`]), access, resize, orphan, the XML the class contributes to
+//! `kern.geom.confxml` ([`dumpconf`]), the console messages ([`event`]), and the userland
+//! halves of `label` and `clear` ([`userland`]). It reads side by side with `g_multipath.c`:
+//! one small function per FreeBSD decision and per verb, with the FreeBSD name in its doc.
+//!
+//! It decides; it never acts. Data requests are tokens routed to paths; everything the
+//! class asks the framework to do synchronously goes through the [`Topology`] trait;
+//! messages, probe firings and deferred work are queued for the driver to poll. There is no
+//! clock, no randomness (the one random number comes from the caller), no data buffer and no
+//! `unsafe`. Three drivers run it: the FreeBSD kernel module, the userland host, and the
+//! tests' simulated fabric.
+//!
+//! It is `#![no_std]` with `alloc`; the `std` feature only adds `std::error::Error` impls.
+#![no_std]
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+extern crate alloc;
+
+mod class;
+pub mod ctl;
+pub mod dumpconf;
+pub mod errno;
+pub mod event;
+mod io;
+mod lifecycle;
+pub mod metadata;
+mod slab;
+pub mod state;
+mod taste;
+mod topology;
+pub mod userland;
+mod verbs;
+pub mod wire;
+
+pub use class::{Class, GeomView, PathView};
+pub use ctl::{CtlError, Request};
+pub use errno::Errno;
+pub use event::{Event, Level, Message, Probe};
+pub use io::{Bio, Done, Op, PHYSPATH_SUFFIX};
+pub use lifecycle::Destroyed;
+pub use state::{GeomState, GeomType, Mode, PathState};
+pub use topology::{Deferred, GeomId, PathId, ProviderInfo, Topology};
+pub use verbs::{strip_dev, VERBS};
+
+/// The tunables the class reads (`kern.geom.multipath.*`).
+pub use geom_multipath_sysctl as sysctl;

@@ -1,0 +1,428 @@
+//! The kernel half of every verb (`g_multipath_config` and the `g_multipath_ctl_*`
+//! functions): one function per verb, named like the verb, behind one flat dispatcher that
+//! checks the request version first and ends in `Unknown verb …`.
+//!
+//! Verbs report errors by recording them on the [`Request`] (only the first one counts), as
+//! FreeBSD's do, and carry on exactly where FreeBSD's carry on: `create` keeps adding the
+//! remaining providers after a failure and then undoes the geom; `destroy` still destroys
+//! after failing to erase the label.
+
+use alloc::format;
+use alloc::string::String;
+
+use crate::class::{Class, FAIL, LOST};
+use crate::ctl::{CtlError, Request};
+use crate::event::{Message, Probe};
+use crate::lifecycle::{Destroyed, NewGeom};
+use crate::metadata::{self, Metadata, VERSION};
+use crate::state::Mode;
+use crate::topology::{GeomId, Topology};
+
+/// The verbs the class implements, in FreeBSD's dispatch order.
+pub const VERBS: [&str; 11] = [
+    "add",
+    "prefer",
+    "create",
+    "configure",
+    "stop",
+    "destroy",
+    "fail",
+    "restore",
+    "remove",
+    "rotate",
+    "getactive",
+];
+
+/// Strips one leading `/dev/` (what `add`, `create` and `prefer` do with provider names).
+pub fn strip_dev(name: &str) -> &str {
+    name.strip_prefix("/dev/").unwrap_or(name)
+}
+
+impl Class {
+    /// `g_multipath_config`: runs the verb named by the request's `verb` parameter. The
+    /// outcome is on the request: its first error, and for `getactive` its `output`.
+    pub fn ctl(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        let verb = req.ascii("verb").unwrap_or_default();
+        match req.u32("version") {
+            None => req.error(CtlError::NoArg(String::from("version"))),
+            Some(v) if v != VERSION => req.error(CtlError::OutOfSync),
+            Some(_) => match verb.as_str() {
+                "add" => self.add(topo, req),
+                "prefer" => self.prefer(req),
+                "create" => self.create(topo, req),
+                "configure" => self.configure(topo, req),
+                "stop" => self.stop(topo, req),
+                "destroy" => self.destroy_verb(topo, req),
+                "fail" => self.fail_or_restore(req, true),
+                "restore" => self.fail_or_restore(req, false),
+                "remove" => self.remove(topo, req),
+                "rotate" => self.rotate_verb(req),
+                "getactive" => self.getactive(req),
+                _ => req.error(CtlError::UnknownVerb(verb)),
+            },
+        }
+    }
+
+    /// `arg0`, or `No 'arg0' argument`.
+    fn arg(req: &mut Request, n: usize) -> Option<String> {
+        let name = format!("arg{n}");
+        let value = req.ascii(&name);
+        if value.is_none() {
+            req.error(CtlError::NoArg(name));
+        }
+        value
+    }
+
+    /// The geom named by `arg0`; `missing` makes the verb's own not-found error.
+    fn geom_arg(
+        &self,
+        req: &mut Request,
+        missing: fn(String) -> CtlError,
+    ) -> Option<(GeomId, String)> {
+        let name = Self::arg(req, 0)?;
+        match self.find_geom(&name) {
+            Some(id) => Some((id, name)),
+            None => {
+                req.error(missing(name));
+                None
+            }
+        }
+    }
+
+    /// `create [-AR] name prov ...`: a MANUAL geom with the given paths, all or nothing.
+    fn create(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        let Some(nargs) = req.int("nargs") else {
+            req.error(CtlError::NoArg(String::from("nargs")));
+            return;
+        };
+        if nargs < 2 {
+            req.error(CtlError::WrongNumberOfArguments);
+            return;
+        }
+        let Some(name) = Self::arg(req, 0) else {
+            return;
+        };
+        if self.find_geom(&name).is_some() {
+            req.error(CtlError::AlreadyExist(name));
+            return;
+        }
+        if let Err(why) = metadata::check_name(&name) {
+            req.error(CtlError::BadName(name, why));
+            return;
+        }
+        let active_active = req.flag("active_active");
+        let active_read = req.flag("active_read");
+        let new = NewGeom {
+            name: &name,
+            uuid: "",
+            mode: Mode::from_flags(active_active, active_read),
+            size: 0,
+            sectorsize: 0,
+        };
+        let Some(geom) = self.create_geom(topo, new) else {
+            req.error(CtlError::CannotCreate(name, String::new()));
+            return;
+        };
+        for i in 1..nargs as usize {
+            if let Some(prov) = Self::arg(req, i) {
+                self.add_name(topo, req, &prov);
+            }
+        }
+        let attached = self.geoms.get(geom.0).map_or(0, |g| g.ndisks);
+        if attached != (nargs - 1) as u32 {
+            self.destroy(topo, geom);
+        }
+    }
+
+    /// `g_multipath_ctl_add_name`: the checks before attaching `prov` to the geom named by
+    /// `arg0`, then the attach.
+    fn add_name(&mut self, topo: &mut dyn Topology, req: &mut Request, prov: &str) {
+        let Some((geom, _)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
+            return;
+        };
+        let prov = strip_dev(prov);
+        let Some(pp) = topo.provider(prov) else {
+            req.error(CtlError::ProviderInvalid(String::from(prov)));
+            return;
+        };
+        if self.attached_to(geom, &pp.name).is_some() {
+            req.error(CtlError::AlreadyThere(pp.name));
+            return;
+        }
+        let g = self.g(geom);
+        let label = if g.uuid.is_empty() {
+            0
+        } else {
+            u64::from(pp.sectorsize)
+        };
+        if g.provider.mediasize != 0 && g.provider.mediasize + label != pp.mediasize {
+            req.error(CtlError::SizeMismatch(
+                g.provider.mediasize + label,
+                pp.mediasize,
+            ));
+            return;
+        }
+        if g.provider.sectorsize != 0 && g.provider.sectorsize != pp.sectorsize {
+            req.error(CtlError::SectorsizeMismatch(
+                g.provider.sectorsize,
+                pp.sectorsize,
+            ));
+            return;
+        }
+        if let Err(e) = self.add_disk(topo, geom, &pp) {
+            req.error(CtlError::AdditionError(e));
+        }
+    }
+
+    /// `add name prov`: one more path, with no metadata written to it.
+    fn add(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        if self.geom_arg(req, CtlError::DeviceNotFound).is_none() {
+            return;
+        }
+        if let Some(prov) = Self::arg(req, 1) {
+            self.add_name(topo, req, &prov);
+        }
+    }
+
+    /// `prefer name prov`: make a good path the active one.
+    fn prefer(&mut self, req: &mut Request) {
+        let Some((geom, gname)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
+            return;
+        };
+        let Some(nargs) = req.int("nargs") else {
+            req.error(CtlError::NoArg(String::from("nargs")));
+            return;
+        };
+        if nargs != 2 {
+            req.error(CtlError::MissingDevice);
+            return;
+        }
+        let Some(prov) = Self::arg(req, 1) else {
+            return;
+        };
+        let prov = strip_dev(&prov);
+        let found = self
+            .g(geom)
+            .paths
+            .iter()
+            .copied()
+            .find(|&pid| self.p(pid).name == prov);
+        let Some(path) = found else {
+            req.error(CtlError::ProviderNotFound(String::from(prov)));
+            return;
+        };
+        if self.is_bad(path) {
+            req.error(CtlError::ConsumerInvalid(String::from(prov)));
+            return;
+        }
+        self.g_mut(geom).active = Some(path);
+        if self.g(geom).mode == Mode::ActivePassive {
+            self.log(Message::Preferred {
+                path: String::from(prov),
+                geom: gname,
+            });
+        }
+    }
+
+    /// `configure [-APR] name`: change the mode; P wins over R, which wins over A. An
+    /// AUTOMATIC geom's label is rewritten on the active path.
+    fn configure(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        let Some((geom, name)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
+            return;
+        };
+        if req.flag("active_active") {
+            self.g_mut(geom).mode = Mode::ActiveActive;
+        }
+        if req.flag("active_read") {
+            self.g_mut(geom).mode = Mode::ActiveRead;
+        }
+        if req.flag("active_passive") {
+            self.g_mut(geom).mode = Mode::ActivePassive;
+        }
+        let g = self.g(geom);
+        let (Some(active), false) = (g.active, g.uuid.is_empty()) else {
+            return;
+        };
+        let p = self.p(active);
+        let md = Metadata {
+            uuid: g.uuid.clone(),
+            name: name.clone(),
+            sectorsize: p.sectorsize,
+            size: p.mediasize,
+            mode: g.mode,
+        };
+        if let Err(e) = self.write_metadata(topo, active, &md) {
+            let path = self.p(active).name.clone();
+            req.error(CtlError::CantUpdateMetadata(path, e));
+        }
+    }
+
+    /// `stop name`: destroy the geom, leaving the labels alone.
+    fn stop(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        let Some((geom, _)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
+            return;
+        };
+        match self.destroy(topo, geom) {
+            Destroyed::Now | Destroyed::InProgress => {}
+        }
+    }
+
+    /// `destroy name`: erase the label on the active path of an AUTOMATIC geom, then
+    /// destroy the geom.
+    fn destroy_verb(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        let Some((geom, _)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
+            return;
+        };
+        let g = self.g(geom);
+        if let (Some(active), false) = (g.active, g.uuid.is_empty()) {
+            let (pname, sectorsize) = {
+                let p = self.p(active);
+                (p.name.clone(), p.sectorsize as usize)
+            };
+            let zeros = alloc::vec![0u8; sectorsize];
+            match topo.access(active, 1, 1, 1) {
+                Err(e) => req.error(CtlError::CantOpen(pname, e)),
+                Ok(()) => {
+                    let offset = {
+                        let p = self.p(active);
+                        p.mediasize.saturating_sub(u64::from(p.sectorsize))
+                    };
+                    let written = topo.write(active, offset, &zeros);
+                    let _ = topo.access(active, -1, -1, -1);
+                    if let Err(e) = written {
+                        req.error(CtlError::CantErase(pname, e));
+                    }
+                }
+            }
+        }
+        self.destroy(topo, geom);
+    }
+
+    /// `fail name prov` / `restore name prov`: set or clear FAIL on the (non-LOST) paths
+    /// called `prov`; a path already in that state is skipped. `restore` never makes a path
+    /// active.
+    fn fail_or_restore(&mut self, req: &mut Request, fail: bool) {
+        let Some((geom, gname)) = self.geom_arg(req, CtlError::DeviceNotFound) else {
+            return;
+        };
+        let Some(prov) = Self::arg(req, 1) else {
+            return;
+        };
+        let mut found = false;
+        for path in self.g(geom).paths.clone() {
+            let p = self.p(path);
+            if p.name != prov || p.flags & LOST != 0 {
+                continue;
+            }
+            found = true;
+            if fail == (p.flags & FAIL != 0) {
+                continue;
+            }
+            let (path_name, geom_name) = (prov.clone(), gname.clone());
+            if fail {
+                self.log(Message::MarkedFail {
+                    path: path_name.clone(),
+                    geom: geom_name.clone(),
+                });
+                self.fault(path, FAIL);
+                self.probe(Probe::Fail {
+                    geom: geom_name,
+                    path: path_name,
+                    error: 0,
+                });
+            } else {
+                self.log(Message::MarkedOk {
+                    path: path_name.clone(),
+                    geom: geom_name.clone(),
+                });
+                self.p_mut(path).flags &= !FAIL;
+                self.probe(Probe::Restore {
+                    geom: geom_name,
+                    path: path_name,
+                });
+            }
+        }
+        if !found {
+            req.error(CtlError::ProviderNotFound(prov));
+        }
+    }
+
+    /// `remove name prov`: the path becomes LOST and is detached once idle; the metadata
+    /// stays. Removing the last path destroys the geom.
+    fn remove(&mut self, topo: &mut dyn Topology, req: &mut Request) {
+        let Some((geom, gname)) = self.geom_arg(req, CtlError::DeviceNotFound) else {
+            return;
+        };
+        let Some(prov) = Self::arg(req, 1) else {
+            return;
+        };
+        let mut found = false;
+        for path in self.g(geom).paths.clone() {
+            let Some(p) = self.paths.get(path.0) else {
+                continue;
+            };
+            if p.name != prov || p.flags & LOST != 0 {
+                continue;
+            }
+            found = true;
+            self.log(Message::Removing {
+                path: prov.clone(),
+                geom: gname.clone(),
+            });
+            self.probe(Probe::Remove {
+                geom: gname.clone(),
+                path: prov.clone(),
+            });
+            self.g_mut(geom).ndisks -= 1;
+            self.fault(path, LOST);
+            self.detach_if_idle(topo, path);
+            if self.geoms.get(geom.0).is_none() {
+                return; // the last path took the geom with it
+            }
+        }
+        if !found {
+            req.error(CtlError::ProviderNotFound(prov));
+        }
+    }
+
+    /// `rotate name`: the next good path in kernel order becomes active.
+    fn rotate_verb(&mut self, req: &mut Request) {
+        if let Some((geom, _)) = self.geom_arg(req, CtlError::DeviceInvalid) {
+            self.rotate(geom);
+        }
+    }
+
+    /// `getactive name`: the active path (`none` if there is none), or in Active/Active
+    /// every good path, newest first.
+    fn getactive(&mut self, req: &mut Request) {
+        let Some((geom, _)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
+            return;
+        };
+        let text = self.active_text(geom);
+        req.set_output(&text);
+    }
+
+    /// The `getactive` answer for a geom, newline included.
+    pub fn active_text(&self, geom: GeomId) -> String {
+        let g = self.g(geom);
+        let mut text = String::new();
+        if g.mode == Mode::ActiveActive {
+            for &pid in &g.paths {
+                let p = self.p(pid);
+                if p.is_good() {
+                    if !text.is_empty() {
+                        text.push(' ');
+                    }
+                    text.push_str(&p.name);
+                }
+            }
+        } else if let Some(active) = g.active {
+            text.push_str(&self.p(active).name);
+        }
+        if text.is_empty() {
+            text.push_str("none");
+        }
+        text.push('\n');
+        text
+    }
+}
