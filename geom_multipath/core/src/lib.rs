@@ -33,6 +33,8 @@ pub mod metadata;
 mod slab;
 pub mod state;
 mod taste;
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
 mod topology;
 pub mod userland;
 mod verbs;
