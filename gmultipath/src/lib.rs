@@ -1,6 +1,75 @@
-//! gmultipath(8) and gnop(8) (being written).
+//! gmultipath(8) and gnop(8): FreeBSD's geom(8) control tool for the MULTIPATH and NOP
+//! classes, with FreeBSD's commands, options, usage, output, error texts and exit codes.
+//!
+//! One program serves every class the way geom(8) does: the class comes from the program's
+//! name (`gmultipath`, `gnop`) or from the first argument (`geom multipath ...`). Requests go
+//! to the FreeBSD kernel or to the userland host through a [`backend::Backend`]; `list` and
+//! `status` render the GEOM tree's XML ([`mesh`], [`render`]) exactly as geom(8) does.
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
+pub mod backend;
+pub mod classes;
+pub mod getopt;
 pub mod humanize;
 pub mod mesh;
+pub mod providers;
 pub mod render;
+pub mod run;
+
+/// `strerror(errno)` for an I/O error: the bare C text, without Rust's "(os error N)".
+pub fn strerror(e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => e.to_string(),
+    }
+}
+
+/// A new DCE version-1 (time-based) UUID in lower-case text, as FreeBSD's `uuid_create`
+/// makes; the node is random, as RFC 4122 allows when no MAC address is used.
+pub fn new_uuid() -> Option<String> {
+    let random = uuid::Uuid::new_v4();
+    let mut node = [0u8; 6];
+    node.copy_from_slice(&random.as_bytes()[..6]);
+    node[0] |= 0x01; // multicast bit: a random node id
+    Some(uuid::Uuid::now_v1(&node).hyphenated().to_string())
+}
+
+/// Runs geom(8) against the userland host with the process's own stdio; returns the exit
+/// status. The thin `main`s of `gmultipath` and `gnop` call this.
+pub fn main_with_host(argv: &[String]) -> i32 {
+    let mut backend = backend::HostBackend::default();
+    let stdout = std::io::stdout();
+    let stderr = std::io::stderr();
+    let mut out = stdout.lock();
+    let mut err = stderr.lock();
+    let mut uuid = new_uuid;
+    let mut env = run::Env {
+        backend: &mut backend,
+        out: &mut out,
+        err: &mut err,
+        new_uuid: &mut uuid,
+        providers: None,
+    };
+    run::main(argv, &mut env)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn strerror_is_the_bare_c_text() {
+        let e = std::io::Error::from_raw_os_error(22);
+        assert_eq!(super::strerror(&e), "Invalid argument");
+        let e = std::io::Error::from_raw_os_error(16);
+        assert_eq!(super::strerror(&e), "Device or resource busy");
+    }
+
+    #[test]
+    fn uuids_are_version_1_lower_case_text() {
+        let u = super::new_uuid().unwrap();
+        assert!(geom_multipath::metadata::check_uuid(&u));
+        assert_eq!(u, u.to_lowercase());
+        assert_eq!(&u[14..15], "1", "version nibble");
+        assert_ne!(u, super::new_uuid().unwrap());
+    }
+}

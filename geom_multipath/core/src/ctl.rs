@@ -82,6 +82,15 @@ impl Request {
         self.push(name, PARAM_RD | PARAM_ASCII, v);
     }
 
+    /// Adds a read-only string given as bytes (gnop's physpath default is the single byte
+    /// 0xAD, which is not UTF-8).
+    pub fn add_ascii_bytes(&mut self, name: &str, value: &[u8]) {
+        let mut v = Vec::with_capacity(value.len() + 1);
+        v.extend_from_slice(value);
+        v.push(0);
+        self.push(name, PARAM_RD | PARAM_ASCII, v);
+    }
+
     /// Adds a read-only `int` (booleans are sent this way: 1 given, 0 not).
     pub fn add_int(&mut self, name: &str, value: i32) {
         self.push(name, PARAM_RD, value.to_ne_bytes().to_vec());

@@ -12,7 +12,7 @@ use core::fmt::{self, Write};
 
 use crate::class::Class;
 use crate::metadata::CLASS_NAME;
-use crate::topology::{GeomId, PathId};
+use crate::topology::{GeomId, PathId, ProviderInfo};
 
 /// The kinds of object an XML id names.
 #[derive(Clone, Copy)]
@@ -30,12 +30,7 @@ fn xml_id(kind: Kind, index: u64) -> String {
 /// The XML id the host gives a foreign provider (a path's device) in its own classes, so a
 /// multipath consumer's `<provider ref>` points at it: FNV-1a of the name, tagged.
 pub fn foreign_provider_id(name: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    alloc::format!("0x{:x}", (5u64 << 60) | (hash >> 4))
+    alloc::format!("0x{:x}", (5u64 << 60) | foreign_hash(name))
 }
 
 /// `g_conf_cat_escaped`: `&<>'"` and bytes above 0x7e become `&#xHH;`, other control
@@ -49,6 +44,53 @@ pub fn escape(out: &mut dyn Write, text: &str) -> fmt::Result {
         }
     }
     Ok(())
+}
+
+/// A `<class>` element for providers that belong to no class of ours — the host's block
+/// devices — one geom per provider, named like the provider, with the ids
+/// [`foreign_provider_id`] gives so multipath consumers can refer to them. `class_name` is
+/// what the class is called in the tree (`DISK`).
+pub fn conf_foreign_class<'a>(
+    out: &mut dyn Write,
+    class_name: &str,
+    providers: impl IntoIterator<Item = (&'a ProviderInfo, (i32, i32, i32))>,
+) -> fmt::Result {
+    let class_id = xml_id(Kind::Class, foreign_hash(class_name));
+    writeln!(out, "  <class id=\"{class_id}\">")?;
+    out.write_str("    <name>")?;
+    escape(out, class_name)?;
+    out.write_str("</name>\n")?;
+    for (pp, (r, w, e)) in providers {
+        let geom_id = xml_id(Kind::Geom, foreign_hash(&pp.name));
+        writeln!(out, "    <geom id=\"{geom_id}\">")?;
+        writeln!(out, "      <class ref=\"{class_id}\"/>")?;
+        out.write_str("      <name>")?;
+        escape(out, &pp.name)?;
+        out.write_str("</name>\n")?;
+        writeln!(out, "      <rank>{}</rank>", pp.rank)?;
+        writeln!(out, "\t<provider id=\"{}\">", foreign_provider_id(&pp.name))?;
+        writeln!(out, "\t  <geom ref=\"{geom_id}\"/>")?;
+        writeln!(out, "\t  <mode>r{r}w{w}e{e}</mode>")?;
+        out.write_str("\t  <name>")?;
+        escape(out, &pp.name)?;
+        out.write_str("</name>\n")?;
+        writeln!(out, "\t  <mediasize>{}</mediasize>", pp.mediasize)?;
+        writeln!(out, "\t  <sectorsize>{}</sectorsize>", pp.sectorsize)?;
+        writeln!(out, "\t  <stripesize>{}</stripesize>", pp.stripesize)?;
+        writeln!(out, "\t  <stripeoffset>{}</stripeoffset>", pp.stripeoffset)?;
+        out.write_str("\t</provider>\n")?;
+        out.write_str("    </geom>\n")?;
+    }
+    out.write_str("  </class>\n")
+}
+
+fn foreign_hash(name: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash >> 4
 }
 
 impl Class {

@@ -71,6 +71,16 @@ pub enum Call {
         /// Byte count.
         len: u32,
     },
+    /// Open a provider for writing, read from it and close it (which re-tastes it): what
+    /// `label` does to the providers after the first.
+    ProviderTouch {
+        /// Provider name.
+        name: String,
+        /// Byte offset.
+        offset: u64,
+        /// Byte count.
+        len: u32,
+    },
     /// Open a provider for writing, write, flush and close it (which re-tastes it).
     ProviderWrite {
         /// Provider name.
@@ -169,6 +179,7 @@ mod tag {
     pub const PROVIDER_READ: u8 = 9;
     pub const PROVIDER_WRITE: u8 = 10;
     pub const PING: u8 = 11;
+    pub const PROVIDER_TOUCH: u8 = 12;
 
     pub const A_CTL: u8 = 128;
     pub const A_TEXT: u8 = 129;
@@ -217,6 +228,12 @@ impl Call {
                 e.u64(*offset);
                 e.u32(*len);
             }
+            Call::ProviderTouch { name, offset, len } => {
+                e.u8(tag::PROVIDER_TOUCH);
+                e.str(name);
+                e.u64(*offset);
+                e.u32(*len);
+            }
             Call::ProviderWrite { name, offset, data } => {
                 e.u8(tag::PROVIDER_WRITE);
                 e.str(name);
@@ -244,6 +261,11 @@ impl Call {
             tag::MESSAGES => Call::Messages { since: d.u64()? },
             tag::PROVIDER_INFO => Call::ProviderInfo { name: d.string()? },
             tag::PROVIDER_READ => Call::ProviderRead {
+                name: d.string()?,
+                offset: d.u64()?,
+                len: d.u32()?,
+            },
+            tag::PROVIDER_TOUCH => Call::ProviderTouch {
                 name: d.string()?,
                 offset: d.u64()?,
                 len: d.u32()?,
@@ -426,8 +448,7 @@ pub fn read_frame(r: &mut impl Read) -> Result<Option<Vec<u8>>, ProtoError> {
 /// Sends `call` on a connected stream and waits for the answer.
 pub fn roundtrip<S: Read + Write>(stream: &mut S, call: &Call) -> Result<Answer, ProtoError> {
     write_frame(stream, &call.encode())?;
-    let payload = read_frame(stream)?
-        .ok_or(ProtoError::Io(io::ErrorKind::UnexpectedEof.into()))?;
+    let payload = read_frame(stream)?.ok_or(ProtoError::Io(io::ErrorKind::UnexpectedEof.into()))?;
     Answer::decode(&payload)
 }
 
@@ -476,10 +497,14 @@ impl<'a> Decoder<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, ProtoError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, ProtoError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<&'a [u8], ProtoError> {
         let n = self.u32()? as usize;
@@ -517,7 +542,9 @@ mod tests {
         vec![
             Call::Ctl(req),
             Call::ConfXml,
-            Call::SysctlGet { name: String::new() },
+            Call::SysctlGet {
+                name: String::new(),
+            },
             Call::SysctlSet {
                 name: "kern.geom.multipath.debug".into(),
                 value: "1".into(),
@@ -525,10 +552,17 @@ mod tests {
             Call::Unload,
             Call::Probes,
             Call::Messages { since: 7 },
-            Call::ProviderInfo { name: "loop3".into() },
+            Call::ProviderInfo {
+                name: "loop3".into(),
+            },
             Call::ProviderRead {
                 name: "loop3".into(),
                 offset: 1 << 40,
+                len: 512,
+            },
+            Call::ProviderTouch {
+                name: "loop4".into(),
+                offset: 4096,
                 len: 512,
             },
             Call::ProviderWrite {
@@ -604,7 +638,10 @@ mod tests {
     #[test]
     fn unknown_tags_are_refused() {
         assert!(matches!(Call::decode(&[99]), Err(ProtoError::Malformed(_))));
-        assert!(matches!(Answer::decode(&[1]), Err(ProtoError::Malformed(_))));
+        assert!(matches!(
+            Answer::decode(&[1]),
+            Err(ProtoError::Malformed(_))
+        ));
     }
 
     #[test]
@@ -615,9 +652,18 @@ mod tests {
         assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"\x0bhello");
         assert!(read_frame(&mut r).unwrap().is_none(), "clean end");
         let huge = (FRAME_MAX as u32 + 1).to_le_bytes();
-        assert!(matches!(read_frame(&mut &huge[..]), Err(ProtoError::TooLarge(_))));
-        assert!(matches!(read_frame(&mut &[0u8, 0, 0, 0][..]), Err(ProtoError::Malformed(_))));
-        assert!(matches!(read_frame(&mut &[5u8, 0][..]), Err(ProtoError::Io(_))));
+        assert!(matches!(
+            read_frame(&mut &huge[..]),
+            Err(ProtoError::TooLarge(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut &[0u8, 0, 0, 0][..]),
+            Err(ProtoError::Malformed(_))
+        ));
+        assert!(matches!(
+            read_frame(&mut &[5u8, 0][..]),
+            Err(ProtoError::Io(_))
+        ));
     }
 
     #[test]

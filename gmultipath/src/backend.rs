@@ -1,0 +1,158 @@
+//! Where geom(8)'s requests go. On FreeBSD that is the kernel (the GEOM_CTL ioctl on
+//! /dev/geom.ctl, the kern.geom.confxml sysctl, kldload); on Linux it is the userland host,
+//! `gmultipathd`, through its control socket. [`Backend`] is the seam; [`HostBackend`] is
+//! the host client, which also starts the daemon the way kldload loads a module.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use geom_multipath::wire::Reply;
+use geom_multipath::Request;
+use geom_multipath_proto::{roundtrip, socket_path, Answer, Call, ProtoError};
+
+/// What geom(8) needs from the kernel (or the host standing in for it).
+pub trait Backend {
+    /// `modfind("g_<class>")`: is the class's code running?
+    fn loaded(&mut self) -> bool;
+    /// Could `load` start it (module file or daemon binary present)?
+    fn loadable(&mut self) -> bool;
+    /// `kldload`: start it.
+    fn load(&mut self) -> io::Result<()>;
+    /// `kldunload`: stop it.
+    fn unload(&mut self) -> io::Result<()>;
+    /// `gctl_issue`: run a request; `Err` is the transport failure's text.
+    fn issue(&mut self, req: &Request) -> Result<Reply, String>;
+    /// The `kern.geom.confxml` XML.
+    fn confxml(&mut self) -> io::Result<String>;
+    /// A call only the host understands (provider I/O, sysctl, probes); `None` on FreeBSD.
+    fn host_call(&mut self, call: &Call) -> Option<io::Result<Answer>>;
+}
+
+/// Environment variable naming the daemon binary to start.
+pub const DAEMON_ENV: &str = "GMULTIPATHD";
+/// The daemon's name.
+pub const DAEMON: &str = "gmultipathd";
+
+/// The userland host, reached through its control socket.
+pub struct HostBackend {
+    socket: PathBuf,
+}
+
+impl Default for HostBackend {
+    fn default() -> Self {
+        HostBackend {
+            socket: socket_path(),
+        }
+    }
+}
+
+fn proto_error(e: ProtoError) -> io::Error {
+    match e {
+        ProtoError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    }
+}
+
+impl HostBackend {
+    /// A client for the daemon listening on `socket`.
+    pub fn new(socket: PathBuf) -> Self {
+        HostBackend { socket }
+    }
+
+    /// One call on a fresh connection.
+    pub fn call(&self, call: &Call) -> io::Result<Answer> {
+        let mut stream = UnixStream::connect(&self.socket)?;
+        stream.set_read_timeout(Some(Duration::from_secs(120)))?;
+        roundtrip(&mut stream, call).map_err(proto_error)
+    }
+
+    /// The daemon binary: `$GMULTIPATHD`, else next to this program, else on `$PATH`.
+    pub fn daemon_binary() -> Option<PathBuf> {
+        if let Some(p) = std::env::var_os(DAEMON_ENV) {
+            return Some(p.into());
+        }
+        let sibling = std::env::current_exe()
+            .ok()
+            .and_then(|exe| exe.parent().map(|d| d.join(DAEMON)));
+        if let Some(p) = sibling.filter(|p| p.is_file()) {
+            return Some(p);
+        }
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(DAEMON))
+                .find(|p| p.is_file())
+        })
+    }
+
+    /// The socket this client uses.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+}
+
+/// An `Answer::Failed` as an `io::Error` carrying the daemon's errno.
+fn failed(errno: i32, text: String) -> io::Error {
+    if errno > 0 {
+        io::Error::from_raw_os_error(errno)
+    } else {
+        io::Error::other(text)
+    }
+}
+
+impl Backend for HostBackend {
+    fn loaded(&mut self) -> bool {
+        matches!(self.call(&Call::Ping), Ok(Answer::Pong { .. }))
+    }
+
+    fn loadable(&mut self) -> bool {
+        Self::daemon_binary().is_some()
+    }
+
+    fn load(&mut self) -> io::Result<()> {
+        let bin =
+            Self::daemon_binary().ok_or_else(|| io::Error::from_raw_os_error(nix::libc::ENOENT))?;
+        // The daemon forks; its first process exits once the socket answers, with a
+        // non-zero status (and the reason on stderr) if it could not start.
+        let status = Command::new(&bin)
+            .arg("--socket")
+            .arg(&self.socket)
+            .status()?;
+        if status.success() && self.loaded() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!("{} did not start", bin.display())))
+        }
+    }
+
+    fn unload(&mut self) -> io::Result<()> {
+        match self.call(&Call::Unload)? {
+            Answer::Done => Ok(()),
+            Answer::Failed { errno, text } => Err(failed(errno, text)),
+            other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn issue(&mut self, req: &Request) -> Result<Reply, String> {
+        match self.call(&Call::Ctl(req.clone())) {
+            Ok(Answer::Ctl(reply)) => Ok(reply),
+            Ok(Answer::Failed { text, .. }) => Err(text),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(crate::strerror(&e)),
+        }
+    }
+
+    fn confxml(&mut self) -> io::Result<String> {
+        match self.call(&Call::ConfXml)? {
+            Answer::Text(xml) => Ok(xml),
+            Answer::Failed { errno, text } => Err(failed(errno, text)),
+            other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    fn host_call(&mut self, call: &Call) -> Option<io::Result<Answer>> {
+        Some(self.call(call))
+    }
+}

@@ -1,0 +1,540 @@
+//! The whole geom(8) flow — argv to stdout, stderr and exit status — against the real
+//! class running in-process over the in-memory topology: usage, getopt errors, autoload,
+//! every verb's success and error output, label/clear/prefer in userland, and the
+//! list/status/getactive golden text of COMPAT.md §7.
+
+use std::io;
+
+use geom_multipath::dumpconf::conf_foreign_class;
+use geom_multipath::testkit::MemTopology;
+use geom_multipath::wire::{self, Reply};
+use geom_multipath::{Class, Request};
+use geom_multipath_proto::{Answer, Call};
+use gmultipath::backend::Backend;
+use gmultipath::run::{self, Env};
+
+const MIB: u64 = 1 << 20;
+
+/// The class in-process, standing in for the kernel or the host.
+struct Fake {
+    class: Class,
+    topo: MemTopology,
+    loaded: bool,
+    loadable: bool,
+    load_fails: bool,
+}
+
+impl Fake {
+    fn new() -> Self {
+        Fake {
+            class: Class::default(),
+            topo: MemTopology::new(),
+            loaded: true,
+            loadable: true,
+            load_fails: false,
+        }
+    }
+
+    /// One disk reachable through providers `<prefix>0..n`.
+    fn disk(mut self, prefix: &str, n: usize, size: u64) -> Self {
+        self.topo.disk_with_paths(prefix, n, size, 512);
+        self
+    }
+
+    fn retaste(&mut self, name: &str) {
+        let _ = self.topo.taste(&mut self.class, name);
+    }
+}
+
+impl Backend for Fake {
+    fn loaded(&mut self) -> bool {
+        self.loaded
+    }
+    fn loadable(&mut self) -> bool {
+        self.loadable
+    }
+    fn load(&mut self) -> io::Result<()> {
+        if !self.loadable || self.load_fails {
+            return Err(io::Error::from_raw_os_error(2));
+        }
+        self.loaded = true;
+        Ok(())
+    }
+    fn unload(&mut self) -> io::Result<()> {
+        self.class
+            .destroy_all(&mut self.topo)
+            .map_err(|e| io::Error::from_raw_os_error(e.0))?;
+        self.topo.drain(&mut self.class);
+        self.loaded = false;
+        Ok(())
+    }
+    fn issue(&mut self, req: &Request) -> Result<Reply, String> {
+        let mut req =
+            wire::decode_request(&wire::encode_request(req)).map_err(|e| e.to_string())?;
+        self.class.ctl(&mut self.topo, &mut req);
+        self.topo.drain(&mut self.class);
+        Ok(Reply::from_request(&req))
+    }
+    fn confxml(&mut self) -> io::Result<String> {
+        let mut xml = String::from("<mesh>\n");
+        let infos: Vec<_> = self
+            .topo
+            .providers
+            .keys()
+            .filter_map(|n| self.topo.info(n))
+            .collect();
+        conf_foreign_class(&mut xml, "DISK", infos.iter().map(|i| (i, (0, 0, 0)))).unwrap();
+        self.class.conf_class(&mut xml).unwrap();
+        xml.push_str("</mesh>\n");
+        Ok(xml)
+    }
+    fn host_call(&mut self, call: &Call) -> Option<io::Result<Answer>> {
+        let enoent = || Answer::Failed {
+            errno: 2,
+            text: String::new(),
+        };
+        let disk_of = |topo: &MemTopology, name: &str| topo.providers.get(name).map(|p| p.0);
+        let answer = match call {
+            Call::ProviderInfo { name } => match self.topo.info(name) {
+                Some(i) => Answer::Provider {
+                    mediasize: i.mediasize,
+                    sectorsize: i.sectorsize,
+                },
+                None => enoent(),
+            },
+            Call::ProviderRead { name, offset, len }
+            | Call::ProviderTouch { name, offset, len } => {
+                let Some(d) = disk_of(&self.topo, name) else {
+                    return Some(Ok(enoent()));
+                };
+                let data = self.topo.disks[d]
+                    .sectors
+                    .get(offset)
+                    .cloned()
+                    .unwrap_or_else(|| vec![0; *len as usize]);
+                if matches!(call, Call::ProviderTouch { .. }) {
+                    self.retaste(name);
+                }
+                Answer::Data(data)
+            }
+            Call::ProviderWrite { name, offset, data } => {
+                let Some(d) = disk_of(&self.topo, name) else {
+                    return Some(Ok(enoent()));
+                };
+                self.topo.disks[d].sectors.insert(*offset, data.clone());
+                self.retaste(name);
+                Answer::Done
+            }
+            _ => return None,
+        };
+        Some(Ok(answer))
+    }
+}
+
+struct Outcome {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+fn geom(fake: &mut Fake, cmdline: &str) -> Outcome {
+    let argv: Vec<String> = cmdline.split_whitespace().map(String::from).collect();
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut uuid = || Some(String::from("3b8a5e2c-8f1d-11ef-9b6a-0800275ad1c3"));
+    let code = run::main(
+        &argv,
+        &mut Env {
+            backend: fake,
+            out: &mut out,
+            err: &mut err,
+            new_uuid: &mut uuid,
+            providers: None,
+        },
+    );
+    Outcome {
+        code,
+        out: String::from_utf8(out).unwrap(),
+        err: String::from_utf8(err).unwrap(),
+    }
+}
+
+fn ok(fake: &mut Fake, cmdline: &str) -> String {
+    let o = geom(fake, cmdline);
+    assert_eq!((o.code, o.err.as_str()), (0, ""), "{cmdline}");
+    o.out
+}
+
+fn fails(fake: &mut Fake, cmdline: &str) -> (String, String) {
+    let o = geom(fake, cmdline);
+    assert_eq!(o.code, 1, "{cmdline}: {}", o.err);
+    (o.out, o.err)
+}
+
+const USAGE: &str = "usage: gmultipath create [-vAR] name prov ...
+       gmultipath label [-vAR] name prov ...
+       gmultipath configure [-vAPR] name
+       gmultipath add [-v] name prov
+       gmultipath remove [-v] name prov
+       gmultipath prefer [-v] prov ...
+       gmultipath fail [-v] name prov
+       gmultipath restore [-v] name prov
+       gmultipath rotate [-v] name
+       gmultipath getactive [-v] name
+       gmultipath destroy [-v] name
+       gmultipath stop [-v] name
+       gmultipath clear [-v] prov ...
+       gmultipath help
+       gmultipath list [-a] [name ...]
+       gmultipath status [-ags] [name ...]
+       gmultipath load [-v]
+       gmultipath unload [-v]
+";
+
+#[test]
+fn usage_and_command_errors() {
+    let mut f = Fake::new();
+    assert_eq!(fails(&mut f, "gmultipath").1, USAGE);
+    assert_eq!(fails(&mut f, "gmultipath help").1, USAGE);
+    assert_eq!(
+        fails(&mut f, "gmultipath frob").1,
+        format!("gmultipath: Unknown command: frob.\n{USAGE}")
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath -h").1,
+        format!("gmultipath: Unknown command: -h.\n{USAGE}")
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath create -x FRED md0").1,
+        format!("gmultipath: illegal option -- x\n{USAGE}")
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath create -A -A FRED md0").1,
+        format!("gmultipath: Option 'A' specified twice.\n{USAGE}")
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath rotate -vv FRED").1,
+        format!("gmultipath: Option 'v' specified twice.\n{USAGE}")
+    );
+}
+
+#[test]
+fn unknown_program_and_class_names() {
+    let mut f = Fake::new();
+    assert_eq!(
+        fails(&mut f, "xmultipath list").1,
+        "xmultipath: Invalid utility name.\n"
+    );
+    assert_eq!(
+        fails(&mut f, "gfoo list").1,
+        "gfoo: Invalid class name 'foo'.\n"
+    );
+    let mut gone = Fake::new();
+    gone.loaded = false;
+    gone.loadable = false;
+    assert_eq!(
+        fails(&mut gone, "gmultipath list").1,
+        "gmultipath: Invalid class name 'multipath'.\n"
+    );
+    assert!(fails(&mut f, "geom")
+        .1
+        .starts_with("usage: geom <class> <command> [options]\n"));
+}
+
+#[test]
+fn list_without_the_class_loaded_says_try_load() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    f.loaded = false;
+    assert_eq!(
+        fails(&mut f, "gmultipath list").1,
+        "gmultipath: Command 'list' not available; try 'load' first.\n"
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath status").1,
+        "gmultipath: Command 'status' not available; try 'load' first.\n"
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath unload").1,
+        "gmultipath: Command 'unload' not available; try 'load' first.\n"
+    );
+    assert_eq!(
+        ok(&mut f, "gmultipath load -v"),
+        "Module available.\nDone.\n"
+    );
+    assert!(f.loaded);
+}
+
+#[test]
+fn create_autoloads_and_says_done_with_v() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    f.loaded = false;
+    assert_eq!(ok(&mut f, "gmultipath create -v FRED md0 md1"), "Done.\n");
+    assert!(f.loaded);
+    f.loaded = false;
+    f.load_fails = true;
+    assert_eq!(
+        fails(&mut f, "gmultipath create FRED md0 md1").1,
+        "gmultipath: cannot load geom_multipath: No such file or directory\n"
+    );
+}
+
+#[test]
+fn list_status_and_getactive_golden_text() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    ok(&mut f, "gmultipath create FRED md0 md1");
+    assert_eq!(
+        ok(&mut f, "gmultipath list"),
+        "Geom name: FRED
+Type: MANUAL
+Mode: Active/Passive
+UUID: (null)
+State: OPTIMAL
+Providers:
+1. Name: multipath/FRED
+   Mediasize: 1048576 (1.0M)
+   Sectorsize: 512
+   Mode: r0w0e0
+   State: OPTIMAL
+Consumers:
+1. Name: md0
+   Mediasize: 1048576 (1.0M)
+   Sectorsize: 512
+   Mode: r1w1e1
+   State: ACTIVE
+2. Name: md1
+   Mediasize: 1048576 (1.0M)
+   Sectorsize: 512
+   Mode: r1w1e1
+   State: PASSIVE
+
+"
+    );
+    assert_eq!(
+        ok(&mut f, "gmultipath status"),
+        "          Name   Status  Components
+multipath/FRED  OPTIMAL  md0 (ACTIVE)
+                         md1 (PASSIVE)
+"
+    );
+    assert_eq!(
+        ok(&mut f, "gmultipath status -s"),
+        "multipath/FRED  OPTIMAL  md0 (ACTIVE)\nmultipath/FRED  OPTIMAL  md1 (PASSIVE)\n"
+    );
+    assert_eq!(
+        ok(&mut f, "gmultipath status -g"),
+        "Name   Status  Components\nFRED  OPTIMAL  md0 (ACTIVE)\n               md1 (PASSIVE)\n"
+    );
+    assert_eq!(ok(&mut f, "gmultipath getactive FRED"), "md0\n");
+    assert_eq!(
+        ok(&mut f, "gmultipath list /dev/FRED").lines().next(),
+        Some("Geom name: FRED")
+    );
+    let (out, err) = fails(&mut f, "gmultipath list FRED BARNEY");
+    assert!(
+        out.starts_with("Geom name: FRED\n"),
+        "FRED printed before the error"
+    );
+    assert_eq!(
+        err,
+        "gmultipath: Class 'MULTIPATH' does not have an instance named 'BARNEY'.\n"
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath status BARNEY"),
+        (String::new(), "gmultipath: No such geom: BARNEY.\n".into())
+    );
+}
+
+#[test]
+fn verb_errors_reach_stderr_with_the_program_name() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    ok(&mut f, "gmultipath create FRED md0 md1");
+    let cases = [
+        (
+            "gmultipath create FRED md0",
+            "gmultipath: Device FRED already exist\n",
+        ),
+        (
+            "gmultipath create BARNEY",
+            "gmultipath: wrong number of arguments.\n",
+        ),
+        (
+            "gmultipath add BARNEY md0",
+            "gmultipath: Device BARNEY not found\n",
+        ),
+        (
+            "gmultipath add FRED md0",
+            "gmultipath: provider md0 is already there\n",
+        ),
+        (
+            "gmultipath fail FRED md9",
+            "gmultipath: Provider md9 not found\n",
+        ),
+        (
+            "gmultipath rotate BARNEY",
+            "gmultipath: Device BARNEY is invalid\n",
+        ),
+        (
+            "gmultipath destroy BARNEY",
+            "gmultipath: Device BARNEY is invalid\n",
+        ),
+        (
+            "gmultipath stop BARNEY",
+            "gmultipath: Device BARNEY is invalid\n",
+        ),
+        (
+            "gmultipath configure -A BARNEY",
+            "gmultipath: Device BARNEY is invalid\n",
+        ),
+        (
+            "gmultipath getactive BARNEY",
+            "gmultipath: Device BARNEY is invalid\n",
+        ),
+        (
+            "gmultipath remove FRED md9",
+            "gmultipath: Provider md9 not found\n",
+        ),
+    ];
+    for (cmd, err) in cases {
+        assert_eq!(
+            fails(&mut f, cmd),
+            (String::new(), err.to_string()),
+            "{cmd}"
+        );
+    }
+    let (_, err) = fails(&mut f, "gmultipath create ABCDEFGHIJKLMNOPQ md0");
+    assert_eq!(
+        err,
+        "gmultipath: Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 characters\n"
+    );
+}
+
+#[test]
+fn prefer_prints_its_error_twice() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    ok(&mut f, "gmultipath create FRED md0 md1");
+    assert_eq!(
+        fails(&mut f, "gmultipath prefer FRED md9").1,
+        "Can't set FRED preferred provider to md9: Provider md9 not found.\n\
+         gmultipath: Provider md9 not found\n"
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath prefer FRED").1,
+        "gmultipath: Usage: prefer GEOM PROVIDER\n"
+    );
+    assert_eq!(ok(&mut f, "gmultipath prefer -v FRED md1"), "Done.\n");
+    assert_eq!(ok(&mut f, "gmultipath getactive FRED"), "md1\n");
+}
+
+#[test]
+fn label_then_taste_builds_an_automatic_geom() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    assert_eq!(ok(&mut f, "gmultipath label -v FRED md0 md1"), "Done.\n");
+    let out = ok(&mut f, "gmultipath list FRED");
+    assert!(out.contains("Type: AUTOMATIC\n"), "{out}");
+    assert!(out.contains("UUID: 3b8a5e2c-8f1d-11ef-9b6a-0800275ad1c3\n"));
+    assert!(
+        out.contains("   Mediasize: 1048064 (1.0M)\n"),
+        "label sector not exported"
+    );
+    assert_eq!(
+        ok(&mut f, "gmultipath status"),
+        "          Name   Status  Components\nmultipath/FRED  OPTIMAL  md0 (ACTIVE)\n                         md1 (PASSIVE)\n"
+    );
+}
+
+#[test]
+fn label_warns_about_a_provider_on_another_disk_and_checks_sizes() {
+    let mut f = Fake::new()
+        .disk("md", 1, MIB)
+        .disk("other", 1, MIB)
+        .disk("big", 1, 2 * MIB);
+    let o = geom(&mut f, "gmultipath label FRED md0 other0");
+    assert_eq!(o.code, 0);
+    assert_eq!(
+        o.err,
+        "No metadata found on other0. It is not a path of md0.\n"
+    );
+    let (_, err) = fails(&mut f, "gmultipath label BARNEY other0 big0");
+    assert_eq!(err, "gmultipath: big0 media size 2097152 different.\n");
+    let (_, err) = fails(&mut f, "gmultipath label BARNEY nowhere");
+    assert_eq!(
+        err,
+        "gmultipath: cannot get information about nowhere: No such file or directory.\n"
+    );
+    let (_, err) = fails(&mut f, "gmultipath label BARNEY");
+    assert_eq!(err, "gmultipath: wrong number of arguments.\n");
+}
+
+#[test]
+fn clear_needs_a_label_and_keeps_going() {
+    let mut f = Fake::new().disk("md", 2, MIB).disk("other", 1, MIB);
+    ok(&mut f, "gmultipath label FRED md0 md1");
+    ok(&mut f, "gmultipath stop FRED");
+    let o = geom(&mut f, "gmultipath clear other0 md0");
+    assert_eq!(o.code, 1);
+    assert_eq!(
+        o.err,
+        "Can't clear metadata on other0: Invalid argument.\ngmultipath: Not fully done.\n"
+    );
+    assert!(
+        f.topo.label(0).is_none(),
+        "md0's label was cleared after the failure"
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath clear").1,
+        "gmultipath: Too few arguments.\n"
+    );
+}
+
+#[test]
+fn destroy_then_unload() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    ok(&mut f, "gmultipath label FRED md0 md1");
+    assert_eq!(ok(&mut f, "gmultipath destroy -v FRED"), "Done.\n");
+    assert!(f.topo.label(0).is_none(), "destroy erased the label");
+    assert_eq!(ok(&mut f, "gmultipath list"), "");
+    assert_eq!(ok(&mut f, "gmultipath status"), "");
+    ok(&mut f, "gmultipath unload");
+    assert!(!f.loaded);
+}
+
+#[test]
+fn geom_multipath_form_uses_geom_as_the_program_name() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    assert_eq!(
+        fails(&mut f, "geom multipath rotate BARNEY").1,
+        "geom: Device BARNEY is invalid\n"
+    );
+    assert!(fails(&mut f, "geom multipath")
+        .1
+        .starts_with("usage: geom multipath create [-vAR] name prov ...\n"));
+}
+
+#[test]
+fn gnop_usage_and_number_errors() {
+    let mut f = Fake::new().disk("md", 1, MIB);
+    let (_, err) = fails(&mut f, "gnop");
+    assert!(
+        err.starts_with("usage: gnop create [-v] [-c count_until_fail]"),
+        "{err}"
+    );
+    assert_eq!(
+        fails(&mut f, "gnop create -o abc md0").1,
+        "gnop: Invalid value for 'o' argument: Invalid argument\n"
+    );
+}
+
+#[test]
+fn expand_number_follows_libutil() {
+    use gmultipath::run::expand_number;
+    assert_eq!(expand_number("512"), Some(512));
+    assert_eq!(expand_number("1k"), Some(1024));
+    assert_eq!(expand_number("2M"), Some(2 << 20));
+    assert_eq!(expand_number("1gb"), Some(1 << 30));
+    assert_eq!(expand_number("0x10"), Some(16));
+    assert_eq!(expand_number("010"), Some(8));
+    assert_eq!(expand_number("-1"), Some(-1));
+    assert_eq!(expand_number(""), Some(0));
+    assert_eq!(expand_number("12q"), None);
+    assert_eq!(expand_number("1kk"), None);
+    assert_eq!(expand_number("16e"), None, "overflow");
+}
