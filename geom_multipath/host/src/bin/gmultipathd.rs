@@ -1,0 +1,2 @@
+//! `gmultipathd` (being written).
+fn main() {}

@@ -1,0 +1,2 @@
+//! `mpsysctl` (being written).
+fn main() {}

@@ -1,0 +1,271 @@
+//! What a path's I/O goes to: the [`Device`] trait, a real Linux block device opened with
+//! O_DIRECT ([`BlockDevice`]), an in-memory one for tests ([`MemDevice`]), and the aligned
+//! buffers O_DIRECT needs ([`IoBuf`]).
+//!
+//! A device answers with the core's [`Errno`]: the mapping from `std::io::Error` happens
+//! here, at the I/O boundary, so nothing above deals in `io::Error` for data requests.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Mutex;
+
+use geom_multipath::Errno;
+
+use crate::sys::{self, BlockGeometry};
+
+/// The alignment of every data buffer (the largest logical sector size in use).
+pub const ALIGN: usize = 4096;
+
+/// An I/O buffer whose bytes start on an [`ALIGN`] boundary, carved from an over-sized
+/// `Vec` so that no `unsafe` allocation is needed.
+pub struct IoBuf {
+    storage: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl IoBuf {
+    /// `len` zero bytes.
+    pub fn zeroed(len: usize) -> IoBuf {
+        let storage = vec![0u8; len + ALIGN];
+        let start = storage.as_ptr().align_offset(ALIGN);
+        IoBuf {
+            storage,
+            start,
+            len,
+        }
+    }
+
+    /// A copy of `bytes`.
+    pub fn from_slice(bytes: &[u8]) -> IoBuf {
+        let mut b = IoBuf::zeroed(bytes.len());
+        b.as_mut_slice().copy_from_slice(bytes);
+        b
+    }
+
+    /// The bytes.
+    pub fn as_slice(&self) -> &[u8] {
+        &self.storage[self.start..self.start + self.len]
+    }
+
+    /// The bytes, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        &mut self.storage[self.start..self.start + self.len]
+    }
+
+    /// How many bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No bytes at all.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl std::fmt::Debug for IoBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "IoBuf({} bytes)", self.len)
+    }
+}
+
+/// The errno of an I/O error (EIO when the error carries none).
+pub fn errno_of(e: &io::Error) -> Errno {
+    Errno(e.raw_os_error().unwrap_or(libc::EIO))
+}
+
+/// Something a path can read and write.
+pub trait Device: Send + Sync {
+    /// Fills `buf` from `offset`.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Errno>;
+    /// Writes `buf` at `offset`.
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Errno>;
+    /// Makes written data durable.
+    fn flush(&self) -> Result<(), Errno>;
+    /// Forgets `len` bytes at `offset` (trim).
+    fn discard(&self, offset: u64, len: u64) -> Result<(), Errno>;
+    /// The device's answer to `GEOM::physpath`, if it has one.
+    fn physpath(&self) -> Result<String, Errno>;
+}
+
+/// A Linux block device opened read-write with O_DIRECT (and O_EXCL on request).
+pub struct BlockDevice {
+    file: File,
+    physpath: String,
+}
+
+impl BlockDevice {
+    /// Opens `path`; `exclusive` adds O_EXCL, which keeps mounts and other exclusive
+    /// openers (mkfs) off the device.
+    pub fn open(path: &Path, exclusive: bool, physpath: String) -> io::Result<BlockDevice> {
+        let mut flags = libc::O_DIRECT;
+        if exclusive {
+            flags |= libc::O_EXCL;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(flags)
+            .open(path)?;
+        Ok(BlockDevice { file, physpath })
+    }
+
+    /// Size and sector sizes as the kernel reports them.
+    pub fn geometry(&self) -> io::Result<BlockGeometry> {
+        sys::block_geometry(self.file.as_fd())
+    }
+}
+
+impl Device for BlockDevice {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Errno> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.read_at(&mut buf[done..], offset + done as u64) {
+                Ok(0) => return Err(Errno::EIO),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(errno_of(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Errno> {
+        let mut done = 0;
+        while done < buf.len() {
+            match self.file.write_at(&buf[done..], offset + done as u64) {
+                Ok(0) => return Err(Errno::ENOSPC),
+                Ok(n) => done += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(errno_of(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), Errno> {
+        self.file.sync_all().map_err(|e| errno_of(&e))
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
+        use nix::fcntl::{fallocate, FallocateFlags};
+        let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
+        fallocate(&self.file, flags, offset as i64, len as i64)
+            .map_err(|e| Errno(e as i32))
+    }
+
+    fn physpath(&self) -> Result<String, Errno> {
+        Ok(self.physpath.clone())
+    }
+}
+
+/// Faults a [`MemDevice`] can be told to produce.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemFaults {
+    /// Every read fails with this error.
+    pub read: Option<Errno>,
+    /// Every write fails with this error.
+    pub write: Option<Errno>,
+}
+
+/// A device in memory, for tests: shared by every path that is "a path to" it.
+pub struct MemDevice {
+    data: Mutex<Vec<u8>>,
+    faults: Mutex<MemFaults>,
+}
+
+impl MemDevice {
+    /// `size` zero bytes.
+    pub fn new(size: usize) -> MemDevice {
+        MemDevice {
+            data: Mutex::new(vec![0; size]),
+            faults: Mutex::new(MemFaults::default()),
+        }
+    }
+
+    /// Sets the faults every later request sees.
+    pub fn set_faults(&self, faults: MemFaults) {
+        *self.faults.lock().expect("faults lock") = faults;
+    }
+
+    /// A copy of `len` bytes at `offset`, bypassing faults.
+    pub fn peek(&self, offset: usize, len: usize) -> Vec<u8> {
+        self.data.lock().expect("data lock")[offset..offset + len].to_vec()
+    }
+}
+
+impl Device for MemDevice {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Errno> {
+        if let Some(e) = self.faults.lock().expect("faults lock").read {
+            return Err(e);
+        }
+        let data = self.data.lock().expect("data lock");
+        let start = usize::try_from(offset).map_err(|_| Errno::EIO)?;
+        let src = data.get(start..start + buf.len()).ok_or(Errno::EIO)?;
+        buf.copy_from_slice(src);
+        Ok(())
+    }
+
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Errno> {
+        if let Some(e) = self.faults.lock().expect("faults lock").write {
+            return Err(e);
+        }
+        let mut data = self.data.lock().expect("data lock");
+        let start = usize::try_from(offset).map_err(|_| Errno::ENOSPC)?;
+        let dst = data.get_mut(start..start + buf.len()).ok_or(Errno::ENOSPC)?;
+        dst.copy_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), Errno> {
+        Ok(())
+    }
+
+    fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
+        let mut data = self.data.lock().expect("data lock");
+        let start = usize::try_from(offset).map_err(|_| Errno::EIO)?;
+        let end = start + usize::try_from(len).map_err(|_| Errno::EIO)?;
+        data.get_mut(start..end).ok_or(Errno::EIO)?.fill(0);
+        Ok(())
+    }
+
+    fn physpath(&self) -> Result<String, Errno> {
+        Ok(String::from("mem"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iobufs_are_aligned() {
+        for len in [0, 512, 4096, 65536, 1 << 20] {
+            let b = IoBuf::zeroed(len);
+            assert_eq!(b.as_slice().as_ptr() as usize % ALIGN, 0);
+            assert_eq!(b.len(), len);
+        }
+        assert_eq!(IoBuf::from_slice(b"abc").as_slice(), b"abc");
+    }
+
+    #[test]
+    fn mem_device_reads_back_writes_and_injects_faults() {
+        let d = MemDevice::new(8192);
+        d.write_at(&[7; 512], 4096).unwrap();
+        let mut buf = [0u8; 512];
+        d.read_at(&mut buf, 4096).unwrap();
+        assert_eq!(buf, [7; 512]);
+        assert_eq!(d.read_at(&mut buf, 8000), Err(Errno::EIO), "past the end");
+        d.set_faults(MemFaults {
+            read: Some(Errno::ENXIO),
+            write: None,
+        });
+        assert_eq!(d.read_at(&mut buf, 0), Err(Errno::ENXIO));
+        d.discard(4096, 512).unwrap();
+        assert_eq!(d.peek(4096, 4), [0, 0, 0, 0]);
+    }
+}

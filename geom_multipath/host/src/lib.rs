@@ -1,0 +1,18 @@
+//! gmultipathd: the MULTIPATH class in userland. It runs the very core the FreeBSD kernel
+//! module runs, over real block devices, and exports each multipath provider as
+//! `/dev/multipath/NAME`.
+//!
+//! One owner thread owns the class; every other thread talks to it through messages
+//! ([`msg`]). Paths are block devices opened with O_DIRECT ([`device`]).
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod device;
+pub mod exports;
+pub mod fuse_export;
+pub mod msg;
+pub mod nop;
+pub mod sysfs;
+#[allow(unsafe_code)]
+pub mod sys;
+pub mod watch;

@@ -1,0 +1,83 @@
+//! The host's only `unsafe` code: the block-device ioctls Linux offers no safe wrapper for
+//! (size, logical and physical sector size, I/O hints), and detaching the daemon into its
+//! own session. Every block carries a `SAFETY:` comment naming the invariant it relies on.
+//!
+//! Everything else the host needs from the kernel (inotify, netlink, eventfd, poll, peer
+//! credentials, fallocate, mknod) has a safe API in `nix` or `std`.
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::process::Command;
+
+/// What the kernel says about a block device's shape.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BlockGeometry {
+    /// Size in bytes (`BLKGETSIZE64`).
+    pub size: u64,
+    /// Logical sector size (`BLKSSZGET`): the unit of O_DIRECT I/O.
+    pub logical: u32,
+    /// Physical sector size (`BLKPBSZGET`).
+    pub physical: u32,
+    /// Optimal I/O size (`BLKIOOPT`), 0 if none: GEOM's stripe size.
+    pub optimal: u32,
+}
+
+/// The raw ioctl wrappers `nix` generates (`unsafe fn`s, private to this module).
+mod raw {
+    #![allow(missing_docs)]
+    nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+    nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
+    nix::ioctl_read_bad!(blkpbszget, nix::request_code_none!(0x12, 123), libc::c_uint);
+    nix::ioctl_read_bad!(blkioopt, nix::request_code_none!(0x12, 121), libc::c_uint);
+}
+use raw::{blkgetsize64, blkioopt, blkpbszget, blksszget};
+
+/// Asks the kernel for the geometry of the block device open on `fd`.
+pub fn block_geometry(fd: BorrowedFd<'_>) -> io::Result<BlockGeometry> {
+    let raw = fd.as_raw_fd();
+    let mut size: u64 = 0;
+    let mut logical: libc::c_int = 0;
+    let mut physical: libc::c_uint = 0;
+    let mut optimal: libc::c_uint = 0;
+    // SAFETY: `raw` is a valid open descriptor for the whole call (borrowed from `fd`), and
+    // each ioctl writes exactly one value of the pointee's type, which outlives the call.
+    unsafe {
+        blkgetsize64(raw, &mut size)?;
+        blksszget(raw, &mut logical)?;
+        blkpbszget(raw, &mut physical)?;
+        blkioopt(raw, &mut optimal)?;
+    }
+    Ok(BlockGeometry {
+        size,
+        logical: u32::try_from(logical).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?,
+        physical,
+        optimal,
+    })
+}
+
+/// Makes `cmd` start in a new session (`setsid(2)` in the child before exec), so the daemon
+/// keeps running when the terminal that loaded it goes away.
+pub fn new_session(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs in the forked child before exec and only calls setsid(2),
+    // which is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            nix::unistd::setsid().map_err(io::Error::from)?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    #[test]
+    fn a_regular_file_is_not_a_block_device() {
+        let f = std::fs::File::open("/proc/self/status").unwrap();
+        assert!(block_geometry(f.as_fd()).is_err());
+    }
+}
