@@ -99,16 +99,21 @@ pub struct BlockDevice {
 }
 
 impl BlockDevice {
-    /// Opens `path`; `exclusive` adds O_EXCL, which keeps mounts and other exclusive
-    /// openers (mkfs) off the device.
-    pub fn open(path: &Path, exclusive: bool, physpath: String) -> io::Result<BlockDevice> {
+    /// Opens `path` for reading, and for writing when `write`; `exclusive` adds O_EXCL,
+    /// which keeps mounts and other exclusive openers (mkfs) off the device.
+    pub fn open(
+        path: &Path,
+        write: bool,
+        exclusive: bool,
+        physpath: String,
+    ) -> io::Result<BlockDevice> {
         let mut flags = libc::O_DIRECT;
         if exclusive {
             flags |= libc::O_EXCL;
         }
         let file = OpenOptions::new()
             .read(true)
-            .write(true)
+            .write(write)
             .custom_flags(flags)
             .open(path)?;
         Ok(BlockDevice { file, physpath })
@@ -154,8 +159,7 @@ impl Device for BlockDevice {
     fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
         use nix::fcntl::{fallocate, FallocateFlags};
         let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
-        fallocate(&self.file, flags, offset as i64, len as i64)
-            .map_err(|e| Errno(e as i32))
+        fallocate(&self.file, flags, offset as i64, len as i64).map_err(|e| Errno(e as i32))
     }
 
     fn physpath(&self) -> Result<String, Errno> {
@@ -216,7 +220,9 @@ impl Device for MemDevice {
         }
         let mut data = self.data.lock().expect("data lock");
         let start = usize::try_from(offset).map_err(|_| Errno::ENOSPC)?;
-        let dst = data.get_mut(start..start + buf.len()).ok_or(Errno::ENOSPC)?;
+        let dst = data
+            .get_mut(start..start + buf.len())
+            .ok_or(Errno::ENOSPC)?;
         dst.copy_from_slice(buf);
         Ok(())
     }

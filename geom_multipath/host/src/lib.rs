@@ -7,12 +7,17 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod console;
+pub mod control;
 pub mod device;
 pub mod exports;
 pub mod fuse_export;
 pub mod msg;
 pub mod nop;
-pub mod sysfs;
+pub mod owner;
+pub mod providers;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod sysfs;
 pub mod watch;
+pub mod workers;

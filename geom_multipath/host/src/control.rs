@@ -1,0 +1,278 @@
+//! The control socket: the host's `/dev/geom.ctl`. A Unix stream socket, mode 0600 in a
+//! 0700 directory, that only root (checked again with the peer's credentials) may use. Each
+//! connection gets a thread that reads framed [`Call`]s, hands each to the owner and writes
+//! the [`Answer`] back.
+//!
+//! Whatever arrives, the daemon neither crashes nor wedges: an oversized, truncated or
+//! undecodable frame gets an error answer and the connection is closed; a silent client is
+//! dropped after [`IDLE_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context;
+use geom_multipath_proto::{read_frame, write_frame, Answer, Call, ProtoError};
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use crate::msg::OwnerHandle;
+
+/// How long a connection may stay silent.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once.
+pub const MAX_CONNECTIONS: usize = 64;
+
+/// The listening socket and its accept thread.
+pub struct ControlServer {
+    path: PathBuf,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// Binds the socket at `path` and starts serving calls to `owner`.
+pub fn serve(path: &Path, owner: OwnerHandle) -> anyhow::Result<ControlServer> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("securing {}", dir.display()))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("securing {}", path.display()))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let thread = std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || accept_loop(listener, owner, flag))
+        .context("starting the control thread")?;
+    Ok(ControlServer {
+        path: path.to_path_buf(),
+        stop,
+        thread: Some(thread),
+    })
+}
+
+impl ControlServer {
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn accept_loop(listener: UnixListener, owner: OwnerHandle, stop: Arc<AtomicBool>) {
+    let active = Arc::new(AtomicUsize::new(0));
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(mut stream) = stream else {
+            continue;
+        };
+        if !peer_is_root(&stream) {
+            refuse(&mut stream, libc::EPERM, "Operation not permitted");
+            continue;
+        }
+        if active.load(Ordering::SeqCst) >= MAX_CONNECTIONS {
+            refuse(&mut stream, libc::EBUSY, "too many connections");
+            continue;
+        }
+        active.fetch_add(1, Ordering::SeqCst);
+        let owner = owner.clone();
+        let counter = active.clone();
+        let spawned = std::thread::Builder::new()
+            .name("control-conn".into())
+            .spawn(move || {
+                serve_connection(stream, &owner);
+                counter.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            active.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Root, or the daemon's own user (a test daemon run by that user).
+fn peer_is_root(stream: &UnixStream) -> bool {
+    match getsockopt(stream, PeerCredentials) {
+        Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
+        Err(_) => false,
+    }
+}
+
+fn refuse(stream: &mut UnixStream, errno: i32, text: &str) {
+    let answer = Answer::Failed {
+        errno,
+        text: text.to_string(),
+    };
+    let _ = write_frame(stream, &answer.encode());
+}
+
+fn serve_connection(mut stream: UnixStream, owner: &OwnerHandle) {
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    loop {
+        let payload = match read_frame(&mut stream) {
+            Ok(Some(p)) => p,
+            Ok(None) => return,
+            Err(ProtoError::Io(_)) => return,
+            Err(e) => {
+                refuse(
+                    &mut stream,
+                    libc::EINVAL,
+                    &format!("malformed request: {e}"),
+                );
+                return;
+            }
+        };
+        let answer = match Call::decode(&payload) {
+            Ok(call) => owner.call(call),
+            Err(e) => Answer::Failed {
+                errno: libc::EINVAL,
+                text: format!("malformed request: {e}"),
+            },
+        };
+        if write_frame(&mut stream, &answer.encode()).is_err() {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::{self, Msg};
+    use geom_multipath_proto::roundtrip;
+    use std::io::Write;
+
+    struct Fixture {
+        dir: PathBuf,
+        server: Option<ControlServer>,
+        owner_thread: Option<JoinHandle<usize>>,
+        handle: OwnerHandle,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            self.server.take();
+            self.handle.send(Msg::Shutdown);
+            if let Some(t) = self.owner_thread.take() {
+                let _ = t.join();
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    /// A server whose "owner" answers Ping and counts the calls it saw.
+    fn fixture(tag: &str) -> Fixture {
+        let dir = std::env::temp_dir().join(format!("gmp-ctl-{tag}-{}", std::process::id()));
+        let (handle, inbox) = msg::channel().unwrap();
+        let owner_thread = std::thread::spawn(move || {
+            let mut calls = 0;
+            while let Ok(m) = inbox.rx.recv() {
+                match m {
+                    Msg::Call { reply, .. } => {
+                        calls += 1;
+                        let _ = reply.send(Answer::Pong { pid: 1 });
+                    }
+                    Msg::Shutdown => break,
+                    _ => {}
+                }
+            }
+            calls
+        });
+        let server = serve(&dir.join("geom.ctl"), handle.clone()).unwrap();
+        Fixture {
+            dir,
+            server: Some(server),
+            owner_thread: Some(owner_thread),
+            handle,
+        }
+    }
+
+    fn connect(f: &Fixture) -> UnixStream {
+        UnixStream::connect(f.server.as_ref().unwrap().path()).unwrap()
+    }
+
+    #[test]
+    fn socket_is_private_and_answers_calls() {
+        let f = fixture("ok");
+        let path = f.server.as_ref().unwrap().path().to_path_buf();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(dir_mode & 0o777, 0o700);
+        let mut s = connect(&f);
+        assert_eq!(
+            roundtrip(&mut s, &Call::Ping).unwrap(),
+            Answer::Pong { pid: 1 }
+        );
+        assert_eq!(
+            roundtrip(&mut s, &Call::Ping).unwrap(),
+            Answer::Pong { pid: 1 }
+        );
+    }
+
+    #[test]
+    fn garbage_gets_an_error_and_the_server_lives_on() {
+        let f = fixture("garbage");
+        for junk in [
+            &b"\xff\xff\xff\x7fjunk"[..],         // announces 2 GiB
+            &b"\x03\x00\x00\x00\x63\x00\x00"[..], // unknown call tag
+            &b"\x00\x00\x00\x00"[..],             // empty frame
+        ] {
+            let mut s = connect(&f);
+            s.write_all(junk).unwrap();
+            let payload = read_frame(&mut s).unwrap().unwrap();
+            match Answer::decode(&payload).unwrap() {
+                Answer::Failed { errno, text } => {
+                    assert_eq!(errno, libc::EINVAL);
+                    assert!(text.starts_with("malformed request"), "{text}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Truncated frame: the client hangs up mid-frame; the server just drops it.
+        let mut s = connect(&f);
+        s.write_all(b"\x10\x00\x00\x00\x0b").unwrap();
+        drop(s);
+        let mut s = connect(&f);
+        assert_eq!(
+            roundtrip(&mut s, &Call::Ping).unwrap(),
+            Answer::Pong { pid: 1 }
+        );
+    }
+
+    #[test]
+    fn dropping_the_server_removes_the_socket() {
+        let mut f = fixture("drop");
+        let path = f.server.as_ref().unwrap().path().to_path_buf();
+        f.server.take();
+        assert!(!path.exists());
+    }
+}

@@ -1,0 +1,255 @@
+//! Path workers: the threads that do a path's I/O, so that the owner of the class never
+//! waits for a device.
+//!
+//! Each path gets a pool of threads fed by one queue. Threads are started on demand up to a
+//! limit (a device with 32 requests in flight gets 32 threads; an idle path keeps one), and
+//! each attempt's answer goes back to the owner as a [`Completion`]. A device that hangs ties
+//! up only its own path's threads; the owner can give up on an attempt (its deadline) and
+//! later discard the late answer by its attempt number. Dropping a pool closes its queue:
+//! queued attempts are answered with ENXIO and the threads exit once their device call
+//! returns.
+//!
+//! Threads rather than io_uring: the host must also run on FreeBSD (io_uring is Linux-only),
+//! blocking calls on a hung device are contained per path, and the per-request cost of a
+//! thread hand-off is small next to the FUSE or NBD hop in front of it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use geom_multipath::{Errno, PathId};
+
+use crate::device::{Device, IoBuf};
+use crate::msg::{Completion, Msg, OwnerHandle};
+
+/// The most threads one path may have.
+pub const MAX_THREADS_PER_PATH: usize = 64;
+
+/// What one attempt does.
+#[derive(Debug)]
+pub enum WorkOp {
+    /// Fill the buffer.
+    Read,
+    /// Write the buffer.
+    Write,
+    /// Flush.
+    Flush,
+    /// Discard this many bytes.
+    Delete(u64),
+    /// Answer GEOM::physpath.
+    Physpath,
+}
+
+/// One attempt of one request on one path.
+pub struct Work {
+    /// The owner's in-flight entry.
+    pub token: u64,
+    /// Which attempt of that entry.
+    pub attempt: u32,
+    /// What to do.
+    pub op: WorkOp,
+    /// Byte offset.
+    pub offset: u64,
+    /// The data buffer, if any.
+    pub buf: Option<IoBuf>,
+    /// The path's device.
+    pub device: Arc<dyn Device>,
+}
+
+impl Work {
+    fn run(mut self) -> Completion {
+        let mut text = None;
+        let result = match (&self.op, self.buf.as_mut()) {
+            (WorkOp::Read, Some(buf)) => self.device.read_at(buf.as_mut_slice(), self.offset),
+            (WorkOp::Write, Some(buf)) => self.device.write_at(buf.as_slice(), self.offset),
+            (WorkOp::Read | WorkOp::Write, None) => Err(Errno::EINVAL),
+            (WorkOp::Flush, _) => self.device.flush(),
+            (WorkOp::Delete(len), _) => self.device.discard(self.offset, *len),
+            (WorkOp::Physpath, _) => self.device.physpath().map(|p| {
+                text = Some(p);
+            }),
+        };
+        Completion {
+            token: self.token,
+            attempt: self.attempt,
+            buf: self.buf,
+            text,
+            result,
+        }
+    }
+
+    fn refuse(self, error: Errno) -> Completion {
+        Completion {
+            token: self.token,
+            attempt: self.attempt,
+            buf: self.buf,
+            text: None,
+            result: Err(error),
+        }
+    }
+}
+
+struct Pool {
+    tx: Sender<Work>,
+    rx: Receiver<Work>,
+    threads: usize,
+    idle: Arc<AtomicUsize>,
+    name: String,
+}
+
+/// Every path's pool.
+pub struct Workers {
+    owner: OwnerHandle,
+    pools: HashMap<PathId, Pool>,
+}
+
+impl Workers {
+    /// Pools that report to `owner`.
+    pub fn new(owner: OwnerHandle) -> Workers {
+        Workers {
+            owner,
+            pools: HashMap::new(),
+        }
+    }
+
+    /// Queues `work` on `path`'s pool (made on first use; `name` names its threads).
+    pub fn submit(&mut self, path: PathId, name: &str, work: Work) {
+        let owner = self.owner.clone();
+        let pool = self.pools.entry(path).or_insert_with(|| {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            Pool {
+                tx,
+                rx,
+                threads: 0,
+                idle: Arc::new(AtomicUsize::new(0)),
+                name: name.to_string(),
+            }
+        });
+        if pool.idle.load(Ordering::Acquire) == 0 && pool.threads < MAX_THREADS_PER_PATH {
+            let rx = pool.rx.clone();
+            let idle = pool.idle.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("path-{}", pool.name))
+                .spawn(move || worker_loop(rx, idle, owner));
+            if spawned.is_ok() {
+                pool.threads += 1;
+            }
+        }
+        if let Err(crossbeam_channel::SendError(work)) = pool.tx.send(work) {
+            self.owner.send(Msg::Done(work.refuse(Errno::ENXIO)));
+        }
+    }
+
+    /// Closes `path`'s pool: nothing queued there will run.
+    pub fn close(&mut self, path: PathId) {
+        if let Some(pool) = self.pools.remove(&path) {
+            drop(pool.tx);
+            while let Ok(work) = pool.rx.try_recv() {
+                self.owner.send(Msg::Done(work.refuse(Errno::ENXIO)));
+            }
+        }
+    }
+
+    /// Threads currently alive for `path` (for tests and statistics).
+    pub fn threads(&self, path: PathId) -> usize {
+        self.pools.get(&path).map_or(0, |p| p.threads)
+    }
+}
+
+fn worker_loop(rx: Receiver<Work>, idle: Arc<AtomicUsize>, owner: OwnerHandle) {
+    loop {
+        idle.fetch_add(1, Ordering::AcqRel);
+        let next = rx.recv();
+        idle.fetch_sub(1, Ordering::AcqRel);
+        let Ok(work) = next else {
+            return;
+        };
+        if !owner.send(Msg::Done(work.run())) {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::MemDevice;
+    use crate::msg;
+    use std::time::Duration;
+
+    fn path() -> PathId {
+        use geom_multipath::testkit::MemTopology;
+        let mut topo = MemTopology::new();
+        topo.disk_with_paths("md", 1, 1 << 20, 512);
+        let mut class = geom_multipath::Class::default();
+        topo.verb(&mut class, "create", &[], &["FRED", "md0"]);
+        let g = class.find_geom("FRED").unwrap();
+        let p = class.geom(g).unwrap().paths().next().unwrap();
+        p
+    }
+
+    fn next_done(inbox: &msg::OwnerInbox) -> Completion {
+        match inbox.rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Msg::Done(c)) => c,
+            Ok(_) => panic!("unexpected message"),
+            Err(e) => panic!("no completion: {e}"),
+        }
+    }
+
+    #[test]
+    fn reads_and_writes_come_back_with_their_buffers() {
+        let (owner, inbox) = msg::channel().unwrap();
+        let mut w = Workers::new(owner);
+        let dev: Arc<dyn Device> = Arc::new(MemDevice::new(1 << 16));
+        let p = path();
+        let write = Work {
+            token: 7,
+            attempt: 1,
+            op: WorkOp::Write,
+            offset: 512,
+            buf: Some(IoBuf::from_slice(&[9; 512])),
+            device: dev.clone(),
+        };
+        w.submit(p, "md0", write);
+        let c = next_done(&inbox);
+        assert_eq!((c.token, c.attempt, c.result), (7, 1, Ok(())));
+        let read = Work {
+            token: 8,
+            attempt: 2,
+            op: WorkOp::Read,
+            offset: 512,
+            buf: Some(IoBuf::zeroed(512)),
+            device: dev,
+        };
+        w.submit(p, "md0", read);
+        let c = next_done(&inbox);
+        assert_eq!(c.buf.unwrap().as_slice(), &[9; 512]);
+        assert!(w.threads(p) >= 1);
+    }
+
+    #[test]
+    fn device_errors_are_reported_not_swallowed() {
+        let (owner, inbox) = msg::channel().unwrap();
+        let mut w = Workers::new(owner);
+        let dev = Arc::new(MemDevice::new(4096));
+        dev.set_faults(crate::device::MemFaults {
+            read: Some(Errno::EIO),
+            write: None,
+        });
+        let p = path();
+        w.submit(
+            p,
+            "md0",
+            Work {
+                token: 1,
+                attempt: 1,
+                op: WorkOp::Read,
+                offset: 0,
+                buf: Some(IoBuf::zeroed(512)),
+                device: dev,
+            },
+        );
+        assert_eq!(next_done(&inbox).result, Err(Errno::EIO));
+    }
+}
