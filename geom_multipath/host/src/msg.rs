@@ -131,7 +131,9 @@ pub struct OwnerInbox {
 /// A new handle/inbox pair.
 pub fn channel() -> std::io::Result<(OwnerHandle, OwnerInbox)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let waker = Arc::new(EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)?);
+    let waker = Arc::new(EventFd::from_flags(
+        EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK,
+    )?);
     Ok((
         OwnerHandle {
             tx,
