@@ -7,17 +7,21 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod config;
 pub mod console;
 pub mod control;
+pub mod daemon;
 pub mod device;
 pub mod exports;
 pub mod fuse_export;
+pub mod logging;
 pub mod msg;
 pub mod nop;
 pub mod owner;
 pub mod providers;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod sysctl_cli;
 pub mod sysfs;
 pub mod watch;
 pub mod workers;

@@ -109,6 +109,41 @@ impl Owner {
         }
     }
 
+    /// Asks the loop to end (a signal).
+    pub fn stop(&mut self) {
+        self.stopping = true;
+    }
+
+    /// Tastes `name` again after its last writer closed it, behind whatever is queued.
+    pub fn retaste(&mut self, name: &str) {
+        if self.providers.info(name).is_some() {
+            self.queue.push_back(Job::Retaste(name.to_string()));
+            self.drain();
+        }
+    }
+
+    /// The end of the daemon: every geom is stopped (labels stay); providers still open
+    /// are withered, so their users see ENXIO rather than a hang.
+    pub fn shutdown(&mut self) {
+        let names: Vec<String> = self
+            .class
+            .geoms()
+            .filter_map(|g| self.class.geom(g))
+            .filter(|g| !g.stopping())
+            .map(|g| g.name().to_string())
+            .collect();
+        for name in names {
+            let mut req = Request::for_verb("MULTIPATH", "stop", geom_multipath::metadata::VERSION);
+            req.add_args(&[name]);
+            self.ctl(&mut req);
+        }
+        for (_, entry) in self.inflight.drain() {
+            if let Some(reply) = entry.reply {
+                reply(Err(Errno::ENXIO));
+            }
+        }
+    }
+
     /// `true` once an accepted unload or a stop asked the loop to end.
     pub fn stopping(&self) -> bool {
         self.stopping

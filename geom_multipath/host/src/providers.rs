@@ -58,6 +58,9 @@ impl Counts {
     }
 }
 
+/// Builds a stacked provider's device over the device below it.
+pub type Wrap = Box<dyn Fn(Arc<dyn Device>) -> Arc<dyn Device> + Send>;
+
 /// How a provider's device is opened.
 pub enum Source {
     /// A block device, opened through this node.
@@ -73,7 +76,7 @@ pub enum Source {
         /// The provider below.
         lower: String,
         /// Builds this provider's device over the one below.
-        wrap: Box<dyn Fn(Arc<dyn Device>) -> Arc<dyn Device> + Send>,
+        wrap: Wrap,
     },
     /// A ready-made device (tests).
     Fixed(Arc<dyn Device>),
@@ -316,7 +319,7 @@ impl Provider {
                     .map_err(|e| crate::device::errno_of(&e))?;
                 Ok(Arc::new(dev))
             }
-            Source::Stacked { wrap, .. } => lower.map(|d| wrap(d)).ok_or(Errno::ENXIO),
+            Source::Stacked { wrap, .. } => lower.map(wrap).ok_or(Errno::ENXIO),
             Source::Fixed(dev) => Ok(dev.clone()),
         }
     }

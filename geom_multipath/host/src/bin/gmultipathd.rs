@@ -1,2 +1,4 @@
-//! `gmultipathd` (being written).
-fn main() {}
+//! `gmultipathd`: the MULTIPATH class in userland (see gmultipathd(8)).
+fn main() -> std::process::ExitCode {
+    geom_multipath_host::daemon::main()
+}

@@ -1,2 +1,4 @@
-//! `mpsysctl` (being written).
-fn main() {}
+//! `mpsysctl`: sysctl(8) for the host's kern.geom.multipath.* knobs.
+fn main() {
+    std::process::exit(geom_multipath_host::sysctl_cli::main());
+}

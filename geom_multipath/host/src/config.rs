@@ -1,0 +1,112 @@
+//! The daemon's tunables file: sysctl.conf(5) syntax — one `name=value` per line, `#`
+//! comments, blank lines ignored — applied at start (and on SIGHUP). Only
+//! `kern.geom.multipath.*` names are accepted; anything else is reported with its line
+//! number and skipped, so one typo does not stop a machine from assembling its geoms.
+
+use std::path::Path;
+
+use geom_multipath::sysctl::{self, Knob, Values};
+
+/// One problem found in the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// 1-based line number.
+    pub line: usize,
+    /// What is wrong.
+    pub text: String,
+}
+
+/// Parses `text` on top of `base`; returns the values and the lines that were skipped.
+pub fn parse(text: &str, base: Values) -> (Values, Vec<Problem>) {
+    let mut values = base;
+    let mut problems = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let mut problem = |text: String| problems.push(Problem { line: i + 1, text });
+        let Some((name, value)) = line.split_once('=') else {
+            problem(format!("expected name=value: {line}"));
+            continue;
+        };
+        let name = name.trim();
+        let Some(t) = sysctl::lookup(name).filter(|t| t.name == name) else {
+            problem(format!("unknown oid '{name}'"));
+            continue;
+        };
+        if let Err(e) = values.set_text(t.knob, value) {
+            problem(format!("{name}: {e}"));
+        }
+    }
+    (values, problems)
+}
+
+/// Reads `path` on top of the defaults; a missing file is no problem.
+pub fn load(path: &Path) -> std::io::Result<(Values, Vec<Problem>)> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(parse(&text, Values::default())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Values::default(), Vec::new())),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every knob and its value, for a log line at start.
+pub fn describe(values: &Values) -> String {
+    sysctl::TABLE
+        .iter()
+        .map(|t| format!("{}={}", t.name, values.get(t.knob)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The knobs whose value differs between `a` and `b`.
+pub fn changed(a: &Values, b: &Values) -> Vec<Knob> {
+    sysctl::TABLE
+        .iter()
+        .map(|t| t.knob)
+        .filter(|&k| a.get(k) != b.get(k))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applies_known_names_and_reports_the_rest_by_line() {
+        let text = "\
+# tunables
+kern.geom.multipath.debug=1
+kern.geom.multipath.exclusive = 0   # no O_EXCL
+
+kern.geom.multipath.io_timeout=999999
+kern.geom.mirror.debug=1
+garbage
+kern.geom.multipath.debug=x
+";
+        let (v, problems) = parse(text, Values::default());
+        assert_eq!(v.debug(), 1);
+        assert_eq!(v.exclusive(), 0);
+        assert_eq!(v.io_timeout(), 0, "out of range: kept");
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [5, 6, 7, 8]);
+        assert_eq!(problems[1].text, "unknown oid 'kern.geom.mirror.debug'");
+        assert!(problems[3].text.contains("Invalid argument"));
+    }
+
+    #[test]
+    fn a_missing_file_means_defaults() {
+        let (v, p) = load(Path::new("/nonexistent/gmultipathd.conf")).unwrap();
+        assert_eq!(v, Values::default());
+        assert!(p.is_empty());
+    }
+
+    #[test]
+    fn changed_lists_differences() {
+        let mut b = Values::default();
+        b.set(Knob::Debug, 2).unwrap();
+        assert_eq!(changed(&Values::default(), &b), [Knob::Debug]);
+        assert!(describe(&b).contains("kern.geom.multipath.debug=2"));
+    }
+}

@@ -1,0 +1,118 @@
+//! Where the daemon's words go. The class's console messages (target `console`) are
+//! printed bare, exactly as the kernel prints them to dmesg (`GEOM_MULTIPATH: FRED
+//! created`); the daemon's own remarks are prefixed `gmultipathd: `. Both go to syslog
+//! (`/dev/log`, facility daemon) when a syslog socket exists, and to stderr in the
+//! foreground. `kern.geom.multipath.debug` decides whether debug messages are produced at
+//! all (the class filters them), so the subscriber lets everything through.
+
+use std::io::Write;
+use std::os::unix::net::UnixDatagram;
+use std::sync::Mutex;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+use tracing_subscriber::registry::Registry;
+
+/// The syslog socket.
+pub const SYSLOG_SOCKET: &str = "/dev/log";
+
+/// The line a record becomes: bare for console messages, prefixed for the daemon's own.
+pub fn render(target: &str, message: &str) -> String {
+    if target == "console" {
+        message.to_string()
+    } else {
+        format!("gmultipathd: {message}")
+    }
+}
+
+/// syslog(3) priority: facility daemon (3) and the severity of `level`.
+pub fn priority(level: &Level) -> u8 {
+    let severity = match *level {
+        Level::ERROR => 3,
+        Level::WARN => 4,
+        Level::INFO => 6,
+        Level::DEBUG | Level::TRACE => 7,
+    };
+    3 * 8 + severity
+}
+
+struct MessageText(String);
+
+impl Visit for MessageText {
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_string();
+        }
+    }
+}
+
+/// The layer that writes records to stderr and syslog.
+pub struct ConsoleLayer {
+    stderr: bool,
+    syslog: Option<Mutex<UnixDatagram>>,
+}
+
+impl<S: Subscriber> Layer<S> for ConsoleLayer {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let mut text = MessageText(String::new());
+        event.record(&mut text);
+        let meta = event.metadata();
+        let line = render(meta.target(), &text.0);
+        if self.stderr {
+            let _ = writeln!(std::io::stderr().lock(), "{line}");
+        }
+        if let Some(sock) = &self.syslog {
+            let record = format!(
+                "<{}>gmultipathd[{}]: {line}",
+                priority(meta.level()),
+                std::process::id()
+            );
+            if let Ok(s) = sock.lock() {
+                let _ = s.send(record.as_bytes());
+            }
+        }
+    }
+}
+
+/// Installs the subscriber: stderr when `foreground`, syslog when `/dev/log` accepts us.
+pub fn init(foreground: bool) {
+    let syslog = UnixDatagram::unbound()
+        .and_then(|s| s.connect(SYSLOG_SOCKET).map(|()| s))
+        .ok()
+        .map(Mutex::new);
+    let layer = ConsoleLayer {
+        stderr: foreground,
+        syslog,
+    };
+    let _ = tracing::subscriber::set_global_default(Registry::default().with(layer));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn console_messages_print_bare_and_the_daemons_own_with_its_name() {
+        assert_eq!(
+            render("console", "GEOM_MULTIPATH: FRED created"),
+            "GEOM_MULTIPATH: FRED created"
+        );
+        assert_eq!(
+            render("geom_multipath_host::daemon", "started"),
+            "gmultipathd: started"
+        );
+    }
+
+    #[test]
+    fn syslog_priorities_use_the_daemon_facility() {
+        assert_eq!(priority(&Level::INFO), 30);
+        assert_eq!(priority(&Level::WARN), 28);
+        assert_eq!(priority(&Level::DEBUG), 31);
+    }
+}
