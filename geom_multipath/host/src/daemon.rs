@@ -42,8 +42,9 @@ pub struct Args {
     /// Where the multipath providers appear.
     #[arg(long, env = "GMULTIPATH_MOUNT", default_value = "/dev/multipath")]
     pub mount: PathBuf,
-    /// Only these block devices may be tasted or used as paths (names, or prefixes
-    /// ending in `*`, comma-separated). All of them by default.
+    /// Only these block devices may be tasted or used as paths, comma-separated: names,
+    /// name prefixes ending in `*`, or absolute directories (loop devices whose backing
+    /// file lies below). All of them by default.
     #[arg(long, env = "GMULTIPATH_DEVICES", value_delimiter = ',')]
     pub devices: Option<Vec<String>>,
     /// Tunables applied at start, sysctl.conf syntax.
@@ -262,11 +263,14 @@ struct DaemonSources {
 impl DaemonSources {
     /// Re-reads block device `name` from sysfs and tells the owner what changed.
     fn refresh(&mut self, owner: &mut Owner, name: &str) {
-        if !owner.allowed(name) {
-            return;
-        }
         let dev = match sysfs::lookup(name) {
-            Ok(Some(d)) if d.size > 0 && !self.is_ours(&d) => d,
+            Ok(Some(d))
+                if d.size > 0
+                    && !self.is_ours(&d)
+                    && owner.allowed(name, d.backing_file.as_deref()) =>
+            {
+                d
+            }
             _ => {
                 self.diskseq.remove(name);
                 owner.device_changed(name, None);

@@ -30,6 +30,7 @@ use crate::console::Console;
 use crate::device::{Device, IoBuf};
 use crate::exports::SharedExports;
 use crate::msg::{Completion, IoOp, IoReply, IoRequest, Msg, OwnerHandle, OwnerInbox, ReplyFn};
+use crate::nop::{NopClass, NopDevice, NopHost};
 use crate::providers::{Consumer, ProviderTable, Source};
 use crate::workers::{Work, WorkOp, Workers};
 
@@ -72,6 +73,7 @@ pub struct Settings {
 /// The owner of the class.
 pub struct Owner {
     pub(crate) class: Class,
+    nop: NopClass,
     pub(crate) providers: ProviderTable,
     pub(crate) paths: BTreeMap<PathId, String>,
     exports: SharedExports,
@@ -95,6 +97,7 @@ impl Owner {
             | 1;
         Owner {
             class: Class::new(settings.tunables),
+            nop: NopClass::new(),
             providers: ProviderTable::new(),
             paths: BTreeMap::new(),
             exports,
@@ -393,13 +396,20 @@ impl Owner {
         (self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 33) as u32
     }
 
-    /// `true` if the host may use block device `name`.
-    pub fn allowed(&self, name: &str) -> bool {
+    /// `true` if the host may use block device `name`, whose backing file (for a loop
+    /// device) is `backing`. A pattern is a name (`loop3`), a name prefix ending in `*`
+    /// (`sd*`), or an absolute directory: loop devices whose backing file lies below it.
+    pub fn allowed(&self, name: &str, backing: Option<&std::path::Path>) -> bool {
         match &self.settings.devices {
             None => true,
-            Some(list) => list.iter().any(|p| match p.strip_suffix('*') {
-                Some(prefix) => name.starts_with(prefix),
-                None => p == name,
+            Some(list) => list.iter().any(|p| {
+                if p.starts_with('/') {
+                    backing.is_some_and(|b| b.starts_with(p))
+                } else if let Some(prefix) = p.strip_suffix('*') {
+                    name.starts_with(prefix)
+                } else {
+                    p == name
+                }
             }),
         }
     }
@@ -412,14 +422,7 @@ impl Owner {
                 let known = self.providers.info(name).cloned();
                 match known {
                     Some(old) if old.mediasize == info.mediasize => {}
-                    Some(_) => {
-                        self.providers.set_size(name, info.mediasize);
-                        let paths: Vec<PathId> = self.class.paths_on_provider(name).collect();
-                        for p in paths {
-                            let info = info.clone();
-                            self.with_topology(|class, topo| class.resize(topo, p, &info));
-                        }
-                    }
+                    Some(_) => self.provider_resized(&info),
                     None => {
                         self.providers.insert(info, source);
                         self.taste(name);
@@ -429,13 +432,59 @@ impl Owner {
         }
     }
 
-    /// A provider went away: its holders are orphaned.
+    /// A provider went away: its holders are orphaned, and NOPs stacked on it destroyed.
     pub fn provider_gone(&mut self, name: &str) {
         for holder in self.providers.remove(name) {
             if let Consumer::Path(p) = holder {
                 self.with_topology(|class, topo| class.orphan(topo, p));
             }
         }
+        self.with_nop(|nop, host| nop.orphan(host, name));
+    }
+
+    /// Runs `f` with the NOP class and its view of the host, then carries out the
+    /// providers it created, resized or destroyed.
+    fn with_nop<R>(&mut self, f: impl FnOnce(&mut NopClass, &mut NopAdapter<'_>) -> R) -> R {
+        let mut adapter = NopAdapter {
+            providers: &mut self.providers,
+            console: &mut self.console,
+            changes: Vec::new(),
+        };
+        let r = f(&mut self.nop, &mut adapter);
+        let changes = adapter.changes;
+        for change in changes {
+            match change {
+                NopChange::Created(info, device) => {
+                    let Some(lower) = self.nop.info(&info.name).map(|i| i.underlying) else {
+                        continue;
+                    };
+                    let name = info.name.clone();
+                    self.providers
+                        .insert(info, Source::Stacked { lower, device });
+                    self.queue.push_back(Job::Retaste(name));
+                }
+                NopChange::Resized(info) => self.provider_resized(&info),
+                NopChange::Destroyed(name) => {
+                    for holder in self.providers.remove(&name) {
+                        if let Consumer::Path(p) = holder {
+                            self.with_topology(|class, topo| class.orphan(topo, p));
+                        }
+                    }
+                }
+            }
+        }
+        self.drain();
+        r
+    }
+
+    /// A provider changed size: its paths follow, and so do NOPs stacked on it.
+    fn provider_resized(&mut self, info: &ProviderInfo) {
+        self.providers.set_size(&info.name, info.mediasize);
+        let paths: Vec<PathId> = self.class.paths_on_provider(&info.name).collect();
+        for p in paths {
+            self.with_topology(|class, topo| class.resize(topo, p, info));
+        }
+        self.with_nop(|nop, host| nop.resized(host, info));
     }
 
     /// Adds a provider and tastes it (startup scan, a NOP created).
@@ -489,19 +538,23 @@ impl Owner {
         let class = req.ascii("class").unwrap_or_default();
         match class.as_str() {
             "MULTIPATH" => self.with_topology(|c, topo| c.ctl(topo, req)),
+            "NOP" => self.with_nop(|nop, host| nop.ctl(host, req)),
             _ => req.error(CtlError::Other(format!("Class not found: \"{class}\""))),
         }
     }
 
     /// `kern.geom.confxml`: the DISK providers, then the classes.
-    pub fn confxml(&self) -> String {
+    pub fn confxml(&mut self) -> String {
         let mut xml = String::from("<mesh>\n");
         let disks: Vec<(ProviderInfo, (i32, i32, i32))> = self
             .providers
             .iter()
+            .filter(|(i, _)| !self.providers.is_stacked(&i.name))
             .map(|(i, c)| (i.clone(), (c.r, c.w, c.e)))
             .collect();
         let _ = conf_foreign_class(&mut xml, "DISK", disks.iter().map(|(i, c)| (i, *c)));
+        let view = NopView(&self.providers);
+        let _ = self.nop.conf_class(&view, &mut xml);
         let _ = self.class.conf_class(&mut xml);
         xml.push_str("</mesh>\n");
         xml
@@ -548,6 +601,10 @@ impl Owner {
     fn unload(&mut self) -> Answer {
         match self.with_topology(|class, topo| class.destroy_all(topo)) {
             Ok(()) => {
+                let nops: Vec<String> = self.nop.providers().map(|i| i.name).collect();
+                for name in nops.iter().rev() {
+                    let _ = self.with_nop(|nop, host| nop.destroy_geom(host, name));
+                }
                 self.stopping = true;
                 Answer::Done
             }
@@ -634,6 +691,66 @@ fn payload(entry: &mut InFlight, append: Option<&'static str>) -> IoReply {
         }
         Op::Flush | Op::Delete | Op::Other(_) => IoReply::Done,
     }
+}
+
+/// What the NOP class did to the set of providers during one call.
+enum NopChange {
+    Created(ProviderInfo, Arc<NopDevice>),
+    Resized(ProviderInfo),
+    Destroyed(String),
+}
+
+/// The NOP class's view of the host: the provider table, the console, and a record of the
+/// providers it creates and destroys (carried out by the owner after the call).
+struct NopAdapter<'a> {
+    providers: &'a mut ProviderTable,
+    console: &'a mut Console,
+    changes: Vec<NopChange>,
+}
+
+impl NopHost for NopAdapter<'_> {
+    fn provider(&self, name: &str) -> Option<ProviderInfo> {
+        self.providers.info(name).cloned()
+    }
+    fn open(&mut self, name: &str) -> Result<Arc<dyn Device>, Errno> {
+        self.providers.handle(name).ok_or(Errno::ENXIO)
+    }
+    fn nop_created(&mut self, info: ProviderInfo, device: Arc<NopDevice>) {
+        self.changes.push(NopChange::Created(info, device));
+    }
+    fn nop_resized(&mut self, info: ProviderInfo) {
+        self.changes.push(NopChange::Resized(info));
+    }
+    fn nop_destroyed(&mut self, name: &str) {
+        self.changes.push(NopChange::Destroyed(name.to_string()));
+    }
+    fn access(&self, name: &str) -> (i32, i32, i32) {
+        let c = self.providers.totals(name);
+        (c.r, c.w, c.e)
+    }
+    fn log(&mut self, line: String) {
+        self.console.print(Level::Info, line);
+    }
+}
+
+/// A read-only NOP host for the XML dump.
+struct NopView<'a>(&'a ProviderTable);
+
+impl NopHost for NopView<'_> {
+    fn provider(&self, name: &str) -> Option<ProviderInfo> {
+        self.0.info(name).cloned()
+    }
+    fn open(&mut self, _: &str) -> Result<Arc<dyn Device>, Errno> {
+        Err(Errno::EPERM)
+    }
+    fn nop_created(&mut self, _: ProviderInfo, _: Arc<NopDevice>) {}
+    fn nop_resized(&mut self, _: ProviderInfo) {}
+    fn nop_destroyed(&mut self, _: &str) {}
+    fn access(&self, name: &str) -> (i32, i32, i32) {
+        let c = self.0.totals(name);
+        (c.r, c.w, c.e)
+    }
+    fn log(&mut self, _: String) {}
 }
 
 /// Runs `f` on a helper thread and waits at most `deadline` for it: a device that hangs

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use geom_multipath::{Errno, PathId, ProviderInfo};
 
@@ -58,9 +58,6 @@ impl Counts {
     }
 }
 
-/// Builds a stacked provider's device over the device below it.
-pub type Wrap = Box<dyn Fn(Arc<dyn Device>) -> Arc<dyn Device> + Send>;
-
 /// How a provider's device is opened.
 pub enum Source {
     /// A block device, opened through this node.
@@ -71,15 +68,54 @@ pub enum Source {
         physpath: String,
     },
     /// A provider stacked on another one (a NOP): taking access on it takes the same
-    /// access on `lower`, and its device is `wrap` applied to `lower`'s.
+    /// access on `lower`, and its device (which forwards to `lower`'s through a
+    /// [`ProviderTable::handle`]) is ready-made.
     Stacked {
         /// The provider below.
         lower: String,
-        /// Builds this provider's device over the one below.
-        wrap: Wrap,
+        /// This provider's device.
+        device: Arc<dyn Device>,
     },
     /// A ready-made device (tests).
     Fixed(Arc<dyn Device>),
+}
+
+/// Where a provider's open device is published for [`Forward`] handles.
+type Slot = Arc<RwLock<Option<Arc<dyn Device>>>>;
+
+/// A device that forwards to whatever device its provider has open right now (ENXIO while
+/// none is): what a provider stacked on another one holds, the way a GEOM consumer holds a
+/// provider rather than a descriptor.
+pub struct Forward {
+    slot: Slot,
+}
+
+impl Forward {
+    fn current(&self) -> Result<Arc<dyn Device>, Errno> {
+        self.slot
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(Errno::ENXIO)
+    }
+}
+
+impl Device for Forward {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Errno> {
+        self.current()?.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Errno> {
+        self.current()?.write_at(buf, offset)
+    }
+    fn flush(&self) -> Result<(), Errno> {
+        self.current()?.flush()
+    }
+    fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
+        self.current()?.discard(offset, len)
+    }
+    fn physpath(&self) -> Result<String, Errno> {
+        self.current()?.physpath()
+    }
 }
 
 /// One provider.
@@ -92,6 +128,7 @@ pub struct Provider {
     pub gone: bool,
     consumers: BTreeMap<Consumer, Counts>,
     device: Option<Arc<dyn Device>>,
+    slot: Slot,
     /// How the device is open: (for writing, exclusively).
     mode: (bool, bool),
 }
@@ -133,6 +170,7 @@ impl ProviderTable {
                         gone: false,
                         consumers: BTreeMap::new(),
                         device: None,
+                        slot: Arc::default(),
                         mode: (false, false),
                     },
                 );
@@ -190,6 +228,20 @@ impl ProviderTable {
         self.providers.get(name)?.device.clone()
     }
 
+    /// A device forwarding to `name`'s open device, whatever it is at the time of each
+    /// request (for a provider stacked on `name`).
+    pub fn handle(&self, name: &str) -> Option<Arc<dyn Device>> {
+        let slot = self.providers.get(name)?.slot.clone();
+        Some(Arc::new(Forward { slot }))
+    }
+
+    /// `true` if `name` is stacked on another provider (a NOP).
+    pub fn is_stacked(&self, name: &str) -> bool {
+        self.providers
+            .get(name)
+            .is_some_and(|p| matches!(p.source, Source::Stacked { .. }))
+    }
+
     /// The counts `consumer` holds on `name`.
     pub fn counts(&self, name: &str, consumer: &Consumer) -> Counts {
         self.providers
@@ -239,8 +291,13 @@ impl ProviderTable {
         };
         let mut outcome = AccessOutcome::default();
         if let Some(lower) = &lower {
-            let below = self.access(lower, Consumer::Nop(name.to_string()), dr, dw, de)?;
-            outcome.retaste.extend(below.retaste);
+            let releasing = dr <= 0 && dw <= 0 && de <= 0;
+            match self.access(lower, Consumer::Nop(name.to_string()), dr, dw, de) {
+                Ok(below) => outcome.retaste.extend(below.retaste),
+                // The provider below is gone already: there is nothing to give back.
+                Err(_) if releasing => {}
+                Err(e) => return Err(e),
+            }
         }
         if let Err(e) = self.apply(name, consumer, total, new_mine, lower.as_deref()) {
             if let Some(lower) = &lower {
@@ -273,7 +330,7 @@ impl ProviderTable {
         new_mine: Counts,
         lower: Option<&str>,
     ) -> Result<(), Errno> {
-        let lower_device = lower.and_then(|l| self.device(l));
+        let _ = lower;
         let p = self.providers.get_mut(name).ok_or(Errno::ENXIO)?;
         let old_mine = p.consumers.get(&consumer).copied().unwrap_or_default();
         let new_total = Counts {
@@ -289,9 +346,10 @@ impl ProviderTable {
             // Open, or reopen with more rights; the old descriptor closes when the last
             // worker holding it is done.
             let mode = (wanted.0 || p.mode.0, wanted.1 || p.mode.1);
-            p.device = Some(p.open(mode, lower_device)?);
+            p.device = Some(p.open(mode)?);
             p.mode = mode;
         }
+        *p.slot.write().unwrap_or_else(|e| e.into_inner()) = p.device.clone();
         if new_mine.is_zero() {
             p.consumers.remove(&consumer);
         } else {
@@ -308,18 +366,14 @@ impl Provider {
             .fold(Counts::default(), |a, c| a.plus(c.r, c.w, c.e))
     }
 
-    fn open(
-        &self,
-        (write, exclusive): (bool, bool),
-        lower: Option<Arc<dyn Device>>,
-    ) -> Result<Arc<dyn Device>, Errno> {
+    fn open(&self, (write, exclusive): (bool, bool)) -> Result<Arc<dyn Device>, Errno> {
         match &self.source {
             Source::Block { node, physpath } => {
                 let dev = BlockDevice::open(node, write, exclusive, physpath.clone())
                     .map_err(|e| crate::device::errno_of(&e))?;
                 Ok(Arc::new(dev))
             }
-            Source::Stacked { wrap, .. } => lower.map(wrap).ok_or(Errno::ENXIO),
+            Source::Stacked { device, .. } => Ok(device.clone()),
             Source::Fixed(dev) => Ok(dev.clone()),
         }
     }
@@ -425,26 +479,32 @@ mod tests {
     }
 
     #[test]
-    fn stacked_providers_pass_access_down_and_wrap_the_device_below() {
+    fn stacked_providers_pass_access_down_and_forward_to_the_device_below() {
         let mut t = table();
         let mut nop = info("md0.nop");
         nop.rank = 2;
+        let forward = t.handle("md0").unwrap();
         t.insert(
             nop,
             Source::Stacked {
                 lower: "md0".into(),
-                wrap: Box::new(|d| d),
+                device: forward,
             },
+        );
+        let mut buf = [0u8; 512];
+        assert_eq!(
+            t.handle("md0").unwrap().read_at(&mut buf, 0),
+            Err(Errno::ENXIO),
+            "nothing open below yet"
         );
         t.access("md0.nop", Consumer::Control, 1, 1, 1).unwrap();
         assert_eq!(
             t.counts("md0", &Consumer::Nop("md0.nop".into())),
             Counts { r: 1, w: 1, e: 1 }
         );
-        assert!(Arc::ptr_eq(
-            &t.device("md0").unwrap(),
-            &t.device("md0.nop").unwrap()
-        ));
+        t.device("md0").unwrap().write_at(&[3; 512], 0).unwrap();
+        t.device("md0.nop").unwrap().read_at(&mut buf, 0).unwrap();
+        assert_eq!(buf, [3; 512], "the NOP forwards to md0's open device");
         assert_eq!(
             t.access("md0", Consumer::Control, 0, 1, 0),
             Err(Errno::EPERM),
@@ -462,7 +522,7 @@ mod tests {
             info("orphan.nop"),
             Source::Stacked {
                 lower: "missing".into(),
-                wrap: Box::new(|d| d),
+                device: Arc::new(MemDevice::new(512)),
             },
         );
         assert_eq!(
