@@ -60,8 +60,28 @@ pub(crate) struct Geom {
     /// Size of one whole path (`sc_size`), 0 until known.
     pub(crate) size: u64,
     pub(crate) provider: Provider,
-    /// Consumers in kernel order: newest first.
-    pub(crate) paths: Vec<PathId>,
+    /// The paths' routing state, in attach order (oldest first): kernel order, newest
+    /// first, is this list read backwards. Kept here, contiguous, because routing in
+    /// Active/Active scans all of it for every request.
+    pub(crate) members: Vec<Member>,
+}
+
+/// The part of a path routing reads and writes on every request: FreeBSD keeps it in the
+/// consumer's `index` (flags and idle age) and `private` (requests in flight).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Member {
+    pub(crate) id: PathId,
+    pub(crate) flags: u8,
+    /// Requests chosen since this path was last chosen (the idle age in `cp->index`).
+    pub(crate) idle: u32,
+    /// Requests in flight on this path (`cp->private`).
+    pub(crate) inflight: u32,
+}
+
+impl Member {
+    pub(crate) fn is_good(&self) -> bool {
+        self.flags & BAD == 0
+    }
 }
 
 /// One path: a consumer of the geom and a copy of its provider's geometry.
@@ -73,22 +93,13 @@ pub(crate) struct Path {
     pub(crate) mediasize: u64,
     pub(crate) sectorsize: u32,
     pub(crate) rank: u32,
-    pub(crate) flags: u8,
-    /// Requests chosen since this path was last chosen (the idle age in `cp->index`).
-    pub(crate) idle: u32,
-    /// Requests in flight on this path (`cp->private`).
-    pub(crate) inflight: u32,
+    /// Where its [`Member`] is in its geom's list.
+    pub(crate) index: usize,
     pub(crate) acr: i32,
     pub(crate) acw: i32,
     pub(crate) ace: i32,
     /// Its provider went away (`G_CF_ORPHAN`).
     pub(crate) orphaned: bool,
-}
-
-impl Path {
-    pub(crate) fn is_good(&self) -> bool {
-        self.flags & BAD == 0
-    }
 }
 
 /// The MULTIPATH class: every multipath geom, the tunables, and what the class has to say.
@@ -174,7 +185,11 @@ impl Class {
 
     /// A read-only view of one path, if it is still attached.
     pub fn path(&self, id: PathId) -> Option<PathView<'_>> {
-        self.paths.get(id.0).map(|path| PathView { id, path })
+        self.paths.get(id.0).map(|path| PathView {
+            id,
+            path,
+            member: &self.g(path.geom).members[path.index],
+        })
     }
 
     /// `g_multipath_find_geom`: the geom called `name` (exact match, no `/dev/` stripping),
@@ -190,7 +205,7 @@ impl Class {
     /// orphan and resize events for that provider reach, and what makes a taste skip it.
     pub fn paths_on_provider<'a>(&'a self, name: &'a str) -> impl Iterator<Item = PathId> + 'a {
         self.geom_order.iter().flat_map(move |&gid| {
-            self.g(gid).paths.iter().copied().filter(move |&pid| {
+            self.order(gid).filter(move |&pid| {
                 let p = self.p(pid);
                 !p.orphaned && p.name == name
             })
@@ -215,11 +230,12 @@ impl Class {
     pub fn path_state(&self, id: PathId) -> Option<PathState> {
         let p = self.paths.get(id.0)?;
         let g = self.g(p.geom);
-        Some(if p.flags & NEW != 0 {
+        let flags = g.members[p.index].flags;
+        Some(if flags & NEW != 0 {
             PathState::New
-        } else if p.flags & LOST != 0 {
+        } else if flags & LOST != 0 {
             PathState::Lost
-        } else if p.flags & FAIL != 0 {
+        } else if flags & FAIL != 0 {
             PathState::Fail
         } else if g.mode == Mode::ActiveActive || g.active == Some(id) {
             PathState::Active
@@ -262,6 +278,30 @@ impl Class {
         self.paths.get_mut(id.0).expect("live path id")
     }
 
+    /// The routing state of a live path.
+    pub(crate) fn m(&self, id: PathId) -> &Member {
+        let p = self.p(id);
+        &self.g(p.geom).members[p.index]
+    }
+
+    pub(crate) fn m_mut(&mut self, id: PathId) -> &mut Member {
+        let (geom, index) = {
+            let p = self.p(id);
+            (p.geom, p.index)
+        };
+        &mut self.g_mut(geom).members[index]
+    }
+
+    /// A geom's paths in kernel order: newest first.
+    pub(crate) fn order(&self, geom: GeomId) -> impl Iterator<Item = PathId> + '_ {
+        self.g(geom).members.iter().rev().map(|m| m.id)
+    }
+
+    /// A geom's paths in kernel order, as a list (for loops that change the class).
+    pub(crate) fn order_vec(&self, geom: GeomId) -> Vec<PathId> {
+        self.order(geom).collect()
+    }
+
     /// Queues a console message; debug-level ones only while `kern.geom.multipath.debug`
     /// is non-zero.
     pub(crate) fn log(&mut self, message: Message) {
@@ -284,22 +324,18 @@ impl Class {
 
     /// `g_multipath_good`: how many paths of the geom can carry requests.
     pub(crate) fn good(&self, geom: GeomId) -> u32 {
-        let count = self
-            .g(geom)
-            .paths
-            .iter()
-            .filter(|&&pid| self.p(pid).is_good())
-            .count();
+        let count = self.g(geom).members.iter().filter(|m| m.is_good()).count();
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
     /// The first good path in kernel order.
     fn first_good(&self, geom: GeomId) -> Option<PathId> {
         self.g(geom)
-            .paths
+            .members
             .iter()
-            .copied()
-            .find(|&pid| self.p(pid).is_good())
+            .rev()
+            .find(|m| m.is_good())
+            .map(|m| m.id)
     }
 
     /// `g_multipath_fault`: mark `path` with `cause` (FAIL or LOST). If that leaves no good
@@ -308,22 +344,20 @@ impl Class {
     /// order.
     pub(crate) fn fault(&mut self, path: PathId, cause: u8) {
         let gid = self.p(path).geom;
-        self.p_mut(path).flags |= cause;
+        self.m_mut(path).flags |= cause;
         let ndisks = self.g(gid).ndisks;
         if self.good(gid) == 0 && ndisks > 0 {
-            let candidates = self.g(gid).paths.clone();
-            for lcp in candidates {
-                let p = self.p(lcp);
-                if p.flags & (LOST | NEW) != 0 || (ndisks > 1 && lcp == path) {
+            for lcp in self.order_vec(gid) {
+                if self.m(lcp).flags & (LOST | NEW) != 0 || (ndisks > 1 && lcp == path) {
                     continue;
                 }
-                let (geom, name) = (self.g(gid).name.clone(), p.name.clone());
+                let (geom, name) = (self.g(gid).name.clone(), self.p(lcp).name.clone());
                 self.log(Message::AllFailedRestore {
                     geom: geom.clone(),
                     path: name.clone(),
                 });
                 self.probe(Probe::Restore { geom, path: name });
-                self.p_mut(lcp).flags &= !FAIL;
+                self.m_mut(lcp).flags &= !FAIL;
             }
         }
         if self.g(gid).active != Some(path) {
@@ -347,34 +381,28 @@ impl Class {
     /// one with the fewest requests in flight wins, the longest-idle on a tie (so light
     /// load round-robins); the winner's age resets.
     pub(crate) fn choose(&mut self, geom: GeomId, is_read: bool) -> Option<PathId> {
-        let g = self.geoms.get(geom.0)?;
+        let g = self.geoms.get_mut(geom.0)?;
         if g.mode == Mode::ActivePassive || (g.mode == Mode::ActiveRead && !is_read) {
             return g.active;
         }
-        let mut best: Option<(PathId, u32, u32)> = None;
-        for &pid in &g.paths {
-            let Some(p) = self.paths.get_mut(pid.0) else {
-                continue;
-            };
-            if !p.is_good() {
+        // Kernel order (newest first) is the list backwards. This loop is the whole cost of
+        // routing in Active/Active, and in the kernel it runs in g_down.
+        let mut best = usize::MAX;
+        let (mut best_inflight, mut best_idle) = (u32::MAX, 0u32);
+        for (i, m) in g.members.iter_mut().enumerate().rev() {
+            if m.flags & BAD != 0 {
                 continue;
             }
-            p.idle = p.idle.saturating_add(1);
-            let better = match best {
-                None => true,
-                Some((_, inflight, idle)) => {
-                    p.inflight < inflight || (p.inflight == inflight && p.idle > idle)
-                }
-            };
-            if better {
-                best = Some((pid, p.inflight, p.idle));
+            m.idle = m.idle.wrapping_add(1);
+            if m.inflight < best_inflight || (m.inflight == best_inflight && m.idle > best_idle) {
+                best = i;
+                best_inflight = m.inflight;
+                best_idle = m.idle;
             }
         }
-        let (winner, _, _) = best?;
-        if let Some(p) = self.paths.get_mut(winner.0) {
-            p.idle = 0;
-        }
-        Some(winner)
+        let winner = g.members.get_mut(best)?;
+        winner.idle = 0;
+        Some(winner.id)
     }
 
     /// `g_multipath_rotate`: make the first good path after the active one (kernel order,
@@ -384,8 +412,9 @@ impl Class {
         let mut first_good = None;
         let mut active_seen = false;
         let mut next = None;
-        for &pid in &g.paths {
-            if self.p(pid).is_good() {
+        for m in g.members.iter().rev() {
+            let pid = m.id;
+            if m.is_good() {
                 if first_good.is_none() {
                     first_good = Some(pid);
                 }
@@ -460,7 +489,7 @@ impl<'a> GeomView<'a> {
     }
     /// Paths in kernel order (newest first).
     pub fn paths(&self) -> impl Iterator<Item = PathId> + 'a {
-        self.geom.paths.iter().copied()
+        self.geom.members.iter().rev().map(|m| m.id)
     }
     /// Being destroyed: invisible to verbs and taste.
     pub fn stopping(&self) -> bool {
@@ -497,6 +526,7 @@ impl<'a> GeomView<'a> {
 pub struct PathView<'a> {
     id: PathId,
     path: &'a Path,
+    member: &'a Member,
 }
 
 impl<'a> PathView<'a> {
@@ -522,7 +552,7 @@ impl<'a> PathView<'a> {
     }
     /// Requests in flight on the path.
     pub fn inflight(&self) -> u32 {
-        self.path.inflight
+        self.member.inflight
     }
     /// The consumer's access counts (r, w, e).
     pub fn access_counts(&self) -> (i32, i32, i32) {
@@ -530,15 +560,15 @@ impl<'a> PathView<'a> {
     }
     /// Not FAIL, LOST or NEW.
     pub fn is_good(&self) -> bool {
-        self.path.is_good()
+        self.member.is_good()
     }
     /// Marked FAIL.
     pub fn is_failed(&self) -> bool {
-        self.path.flags & FAIL != 0
+        self.member.flags & FAIL != 0
     }
     /// Marked LOST (removed or disconnected, waiting to be detached).
     pub fn is_lost(&self) -> bool {
-        self.path.flags & LOST != 0
+        self.member.flags & LOST != 0
     }
     /// Its provider went away.
     pub fn is_orphaned(&self) -> bool {

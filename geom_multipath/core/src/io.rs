@@ -111,14 +111,16 @@ impl Done {
 
 impl Class {
     /// `g_multipath_start`: the path to send `bio` to, or ENXIO when there is none (every
-    /// path bad, no path at all, or the provider withered). On success the path counts the
-    /// request in flight and the `bio` remembers it.
+    /// path bad, or no path at all) or when a new request meets a withered provider. On
+    /// success the path counts the request in flight and the `bio` remembers it.
     pub fn start(&mut self, bio: &mut Bio) -> Result<PathId, Errno> {
         debug_assert!(bio.path.is_none(), "start of a request already in flight");
         let Some(g) = self.geoms.get(bio.geom.0) else {
             return Err(Errno::ENXIO);
         };
-        if g.provider.withered {
+        // GEOM refuses new requests to a withered provider (g_io_request's pp->error);
+        // a request already in flight is reissued by the class itself and is not refused.
+        if g.provider.withered && bio.issued == 0 {
             return Err(Errno::ENXIO);
         }
         let path = self
@@ -128,7 +130,7 @@ impl Class {
         bio.attempts = bio.attempts.max(ndisks);
         bio.issued += 1;
         bio.path = Some(path);
-        self.p_mut(path).inflight += 1;
+        self.m_mut(path).inflight += 1;
         Ok(path)
     }
 
@@ -158,7 +160,7 @@ impl Class {
 
     /// `g_multipath_done_error`.
     fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno) -> Done {
-        if self.p(path).flags & FAIL == 0 {
+        if self.m(path).flags & FAIL == 0 {
             let geom = self.g(bio.geom).name.clone();
             let name = self.p(path).name.clone();
             self.log(Message::IoFailed {
@@ -187,11 +189,11 @@ impl Class {
 
     /// One request left `path`; a LOST path that became idle is posted for detach.
     fn drained_one(&mut self, path: PathId) {
-        let p = self.p_mut(path);
-        debug_assert!(p.inflight > 0, "in-flight count underflow");
-        p.inflight = p.inflight.saturating_sub(1);
-        if p.inflight == 0 && p.flags & (LOST | POSTED) == LOST {
-            p.flags |= POSTED;
+        let m = self.m_mut(path);
+        debug_assert!(m.inflight > 0, "in-flight count underflow");
+        m.inflight = m.inflight.saturating_sub(1);
+        if m.inflight == 0 && m.flags & (LOST | POSTED) == LOST {
+            m.flags |= POSTED;
             self.post_detach(path);
         }
     }

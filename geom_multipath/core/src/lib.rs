@@ -27,6 +27,8 @@ pub mod ctl;
 pub mod dumpconf;
 pub mod errno;
 pub mod event;
+#[cfg(feature = "testkit")]
+pub mod fuzz_bodies;
 mod io;
 mod lifecycle;
 pub mod metadata;

@@ -12,7 +12,7 @@
 use alloc::string::String;
 use alloc::vec;
 
-use crate::class::{Class, Geom, Path, Provider, BAD, LOST, NEW, POSTED, WITHER};
+use crate::class::{Class, Geom, Member, Path, Provider, BAD, LOST, NEW, POSTED, WITHER};
 use crate::errno::Errno;
 use crate::event::{Message, Probe};
 use crate::metadata::{self, Metadata};
@@ -87,7 +87,7 @@ impl Class {
             stopping: false,
             size: md.size,
             provider,
-            paths: vec::Vec::new(),
+            members: vec::Vec::new(),
         };
         let id = GeomId(self.geoms.insert(geom));
         self.geom_order.insert(0, id);
@@ -118,21 +118,26 @@ impl Class {
             });
             return Err(Errno::EEXIST);
         }
+        let index = self.g(geom).members.len();
         let path = PathId(self.paths.insert(Path {
             geom,
             name: pp.name.clone(),
             mediasize: pp.mediasize,
             sectorsize: pp.sectorsize,
             rank: pp.rank,
-            flags: NEW,
-            idle: 0,
-            inflight: 0,
+            index,
             acr: 0,
             acw: 0,
             ace: 0,
             orphaned: false,
         }));
-        self.g_mut(geom).paths.insert(0, path);
+        // The newest path goes to the end of the list: first in kernel order.
+        self.g_mut(geom).members.push(Member {
+            id: path,
+            flags: NEW,
+            idle: 0,
+            inflight: 0,
+        });
         if let Err(e) = topo.attach(geom, path, &pp.name) {
             self.log(Message::CannotAttach {
                 path: pp.name.clone(),
@@ -173,7 +178,7 @@ impl Class {
             g.provider.stripesize = pp.stripesize;
             g.provider.stripeoffset = pp.stripeoffset;
         }
-        self.p_mut(path).flags = 0;
+        self.m_mut(path).flags = 0;
         self.g_mut(geom).ndisks += 1;
         self.log(Message::Added {
             path: pp.name.clone(),
@@ -194,7 +199,7 @@ impl Class {
 
     /// The path of `geom` attached to the live provider `name` (`cp->provider == pp`).
     pub(crate) fn attached_to(&self, geom: GeomId, name: &str) -> Option<PathId> {
-        self.g(geom).paths.iter().copied().find(|&pid| {
+        self.order(geom).find(|&pid| {
             let p = self.p(pid);
             !p.orphaned && p.name == name
         })
@@ -202,8 +207,14 @@ impl Class {
 
     /// Drops a path from its geom and the slab (after `g_detach` or a failed attach).
     fn forget_path(&mut self, path: PathId) {
-        if let Some(p) = self.paths.remove(path.0) {
-            self.g_mut(p.geom).paths.retain(|&pid| pid != path);
+        let Some(p) = self.paths.remove(path.0) else {
+            return;
+        };
+        let members = &mut self.g_mut(p.geom).members;
+        members.remove(p.index);
+        let moved: vec::Vec<PathId> = members[p.index..].iter().map(|m| m.id).collect();
+        for id in moved {
+            self.p_mut(id).index -= 1;
         }
     }
 
@@ -224,23 +235,23 @@ impl Class {
             }
             return Destroyed::InProgress;
         }
-        let paths = self.g(geom).paths.clone();
-        for path in paths {
+        for path in self.order_vec(geom) {
             if self.geoms.get(geom.0).is_none() {
                 return Destroyed::Now; // the last detach destroyed the geom
             }
-            let Some(p) = self.paths.get_mut(path.0) else {
+            if self.paths.get(path.0).is_none() {
                 continue;
-            };
-            if p.flags & POSTED == 0 {
-                p.flags |= POSTED;
+            }
+            let m = self.m_mut(path);
+            if m.flags & POSTED == 0 {
+                m.flags |= POSTED;
                 self.mpd(topo, path);
             }
         }
         if self.geoms.get(geom.0).is_none() {
             return Destroyed::Now;
         }
-        if !self.g(geom).paths.is_empty() {
+        if !self.g(geom).members.is_empty() {
             return Destroyed::InProgress;
         }
         self.free_geom(topo, geom);
@@ -270,7 +281,7 @@ impl Class {
             let p = self.p_mut(path);
             (p.acr, p.acw, p.ace) = (0, 0, 0);
             if w > 0 && !orphaned {
-                p.flags |= WITHER;
+                self.m_mut(path).flags |= WITHER;
                 self.post_detach(path);
                 return;
             }
@@ -288,7 +299,7 @@ impl Class {
         });
         topo.detach(path);
         self.forget_path(path);
-        if self.g(geom).paths.is_empty() {
+        if self.g(geom).members.is_empty() {
             self.destroy(topo, geom);
         }
     }
@@ -310,7 +321,8 @@ impl Class {
             return;
         }
         p.orphaned = true;
-        let (geom, name, was_lost) = (p.geom, p.name.clone(), p.flags & LOST != 0);
+        let (geom, name) = (p.geom, p.name.clone());
+        let was_lost = self.m(path).flags & LOST != 0;
         let gname = self.g(geom).name.clone();
         self.log(Message::Disconnected {
             path: name.clone(),
@@ -329,9 +341,9 @@ impl Class {
 
     /// Detaches a LOST path now if nothing is in flight on it and no detach is posted.
     pub(crate) fn detach_if_idle(&mut self, topo: &mut dyn Topology, path: PathId) {
-        let p = self.p_mut(path);
-        if p.inflight == 0 && p.flags & POSTED == 0 {
-            p.flags |= POSTED;
+        let m = self.m_mut(path);
+        if m.inflight == 0 && m.flags & POSTED == 0 {
+            m.flags |= POSTED;
             self.mpd(topo, path);
         }
     }
@@ -352,11 +364,11 @@ impl Class {
             return Err(Errno::ENXIO);
         }
         let positive = dr > 0 || dw > 0 || de > 0;
-        let paths = self.g(geom).paths.clone();
+        let paths = self.order_vec(geom);
         let mut applied = 0;
         let mut result = if positive { Err(Errno::ENXIO) } else { Ok(()) };
         for &path in &paths {
-            if self.p(path).flags & WITHER != 0 {
+            if self.m(path).flags & WITHER != 0 {
                 continue;
             }
             result = topo.access(path, dr, dw, de);
@@ -373,7 +385,7 @@ impl Class {
             let usable: vec::Vec<PathId> = paths
                 .iter()
                 .copied()
-                .filter(|&p| self.p(p).flags & WITHER == 0)
+                .filter(|&p| self.m(p).flags & WITHER == 0)
                 .take(applied)
                 .collect();
             for path in usable {
@@ -417,10 +429,8 @@ impl Class {
             (pp.mediasize, pp.sectorsize)
         } else {
             let smallest = self
-                .g(geom)
-                .paths
-                .iter()
-                .map(|&pid| self.p(pid))
+                .order(geom)
+                .map(|pid| self.p(pid))
                 .filter(|p| !p.orphaned)
                 .min_by_key(|p| p.mediasize)
                 .map(|p| (p.mediasize, p.sectorsize));
@@ -543,7 +553,7 @@ impl Class {
 
     /// `true` if the path is good (for the verbs).
     pub(crate) fn is_bad(&self, path: PathId) -> bool {
-        self.p(path).flags & BAD != 0
+        self.m(path).flags & BAD != 0
     }
 }
 

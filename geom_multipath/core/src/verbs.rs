@@ -124,9 +124,12 @@ impl Class {
             return;
         };
         for i in 1..nargs as usize {
-            if let Some(prov) = Self::arg(req, i) {
-                self.add_name(topo, req, &prov);
-            }
+            // FreeBSD passes a missing argument on as NULL; stop at the first one instead
+            // (its error is the one reported, and nargs cannot make the loop run long).
+            let Some(prov) = Self::arg(req, i) else {
+                break;
+            };
+            self.add_name(topo, req, &prov);
         }
         let attached = self.geoms.get(geom.0).map_or(0, |g| g.ndisks);
         if attached != (nargs - 1) as u32 {
@@ -201,12 +204,7 @@ impl Class {
             return;
         };
         let prov = strip_dev(&prov);
-        let found = self
-            .g(geom)
-            .paths
-            .iter()
-            .copied()
-            .find(|&pid| self.p(pid).name == prov);
+        let found = self.order(geom).find(|&pid| self.p(pid).name == prov);
         let Some(path) = found else {
             req.error(CtlError::ProviderNotFound(String::from(prov)));
             return;
@@ -309,13 +307,13 @@ impl Class {
             return;
         };
         let mut found = false;
-        for path in self.g(geom).paths.clone() {
-            let p = self.p(path);
-            if p.name != prov || p.flags & LOST != 0 {
+        for path in self.order_vec(geom) {
+            let flags = self.m(path).flags;
+            if self.p(path).name != prov || flags & LOST != 0 {
                 continue;
             }
             found = true;
-            if fail == (p.flags & FAIL != 0) {
+            if fail == (flags & FAIL != 0) {
                 continue;
             }
             let (path_name, geom_name) = (prov.clone(), gname.clone());
@@ -335,7 +333,7 @@ impl Class {
                     path: path_name.clone(),
                     geom: geom_name.clone(),
                 });
-                self.p_mut(path).flags &= !FAIL;
+                self.m_mut(path).flags &= !FAIL;
                 self.probe(Probe::Restore {
                     geom: geom_name,
                     path: path_name,
@@ -357,11 +355,11 @@ impl Class {
             return;
         };
         let mut found = false;
-        for path in self.g(geom).paths.clone() {
+        for path in self.order_vec(geom) {
             let Some(p) = self.paths.get(path.0) else {
                 continue;
             };
-            if p.name != prov || p.flags & LOST != 0 {
+            if p.name != prov || self.m(path).flags & LOST != 0 {
                 continue;
             }
             found = true;
@@ -407,14 +405,11 @@ impl Class {
         let g = self.g(geom);
         let mut text = String::new();
         if g.mode == Mode::ActiveActive {
-            for &pid in &g.paths {
-                let p = self.p(pid);
-                if p.is_good() {
-                    if !text.is_empty() {
-                        text.push(' ');
-                    }
-                    text.push_str(&p.name);
+            for m in g.members.iter().rev().filter(|m| m.is_good()) {
+                if !text.is_empty() {
+                    text.push(' ');
                 }
+                text.push_str(&self.p(m.id).name);
             }
         } else if let Some(active) = g.active {
             text.push_str(&self.p(active).name);

@@ -1,0 +1,56 @@
+//! The data path's cost: one [`Class::start`] plus one [`Class::done`]`(Ok)` per request, on
+//! geoms of 2, 8 and 32 paths in each mode (STYLE.md item 3: routing is O(paths) and does
+//! not allocate). Geoms are built with the in-memory framework and the `create` verb, and
+//! opened with [`Class::access`] as a filesystem would. Requests are reads, so Active/Read
+//! takes the spreading path like Active/Active; the paths stay idle between requests, which
+//! is the worst case for Active/Active (every good path is scanned and aged each time).
+
+use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
+use geom_multipath::testkit::MemTopology;
+use geom_multipath::{Bio, Class, GeomId, Mode, Op};
+
+/// A class with one open geom of `n` paths in `mode`.
+fn open_geom(n: usize, mode: Mode) -> (Class, MemTopology, GeomId) {
+    let mut topo = MemTopology::new();
+    topo.disk_with_paths("md", n, 1 << 30, 512);
+    let mut class = Class::default();
+    let names: Vec<String> = (0..n).map(|i| format!("md{i}")).collect();
+    let mut args = vec!["BENCH"];
+    args.extend(names.iter().map(String::as_str));
+    let flags = [
+        ("active_active", mode == Mode::ActiveActive),
+        ("active_read", mode == Mode::ActiveRead),
+    ];
+    let reply = topo.verb(&mut class, "create", &flags, &args);
+    assert_eq!(reply.error, "", "create");
+    let geom = class.find_geom("BENCH").expect("geom");
+    class.access(&mut topo, geom, 1, 1, 0).expect("open");
+    (class, topo, geom)
+}
+
+fn start_done(c: &mut Criterion) {
+    let mut group = c.benchmark_group("start_done");
+    for (label, mode) in [
+        ("A/P", Mode::ActivePassive),
+        ("A/A", Mode::ActiveActive),
+        ("A/R", Mode::ActiveRead),
+    ] {
+        for n in [2usize, 8, 32] {
+            group.bench_with_input(BenchmarkId::new(label, n), &n, |b, &n| {
+                let (mut class, _topo, geom) = open_geom(n, mode);
+                let mut token = 0u64;
+                b.iter(|| {
+                    token += 1;
+                    let mut bio = Bio::new(token, geom, Op::Read, token << 12, 4096);
+                    let path = class.start(black_box(&mut bio)).expect("a good path");
+                    black_box(path);
+                    black_box(class.done(&mut bio, Ok(())))
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, start_done);
+criterion_main!(benches);

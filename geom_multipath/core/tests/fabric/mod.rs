@@ -1,0 +1,1137 @@
+//! A simulated fabric for the MULTIPATH core, in the style of quinn-proto's test `Pair`.
+//!
+//! A [`Fabric`] owns a [`Class`], the in-memory framework ([`MemTopology`]) and one 1 MiB
+//! disk reachable through N providers `md0`…`md{N-1}`, assembled into the geom `FRED` by the
+//! `create` verb or by `label` + taste, and held open the way a filesystem holds it. Time is a
+//! virtual clock in nanoseconds. Every provider has a latency and an [`Outcome`] (answer,
+//! fail with an errno, or hang); a timeline of scripted [`Action`]s changes outcomes, runs
+//! verbs, makes providers vanish (→ [`Class::orphan`]) and come back (→ taste), and submits
+//! requests. Requests are routed with [`Class::start`]; each attempt completes on its path
+//! after the path's latency, and [`Class::done`] is called, following `Reissue`.
+//!
+//! The fabric owns the driver's side of the contract and nothing of the class's decisions:
+//! it never chooses a path itself. What it does own are the **invariants**, checked after
+//! every step (see [`Fabric::check_invariants`]); a violation panics with a dump of the
+//! whole fabric. It is deterministic: events at the same instant run in the order they were
+//! scheduled.
+#![allow(dead_code)] // each test binary uses its own part of the fabric
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+
+use geom_multipath::testkit::{test_uuid, MemTopology};
+use geom_multipath::wire::Reply;
+use geom_multipath::{Bio, Class, Done, Errno, Event, GeomId, Mode, Op, PathId, Probe};
+
+/// Size of the one disk behind every path.
+pub const MIB: u64 = 1 << 20;
+/// Its sector size.
+pub const SECTOR: u32 = 512;
+/// The geom every fabric builds.
+pub const GEOM: &str = "FRED";
+/// Latency of a provider nobody configured: 100 µs.
+pub const DEFAULT_LATENCY: u64 = 100_000;
+/// One millisecond in fabric time.
+pub const MS: u64 = 1_000_000;
+/// One microsecond in fabric time.
+pub const US: u64 = 1_000;
+
+/// How the fabric assembles its geom.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Assembly {
+    /// `gmultipath create`: a MANUAL geom; a provider that comes back is re-`add`ed.
+    Create,
+    /// `gmultipath label` then taste of every provider: an AUTOMATIC geom; a provider that
+    /// comes back is tasted and rejoins by UUID.
+    Label,
+}
+
+/// How attempts on a provider complete from now on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The provider answers successfully.
+    Answer,
+    /// The provider answers with this error.
+    Fail(Errno),
+    /// The provider stops answering; attempts are held until the outcome changes.
+    Hang,
+}
+
+/// Something the timeline does at a given instant.
+#[derive(Clone, Debug)]
+pub enum Action {
+    /// A client submits a request.
+    Submit {
+        /// The command.
+        op: Op,
+        /// Byte offset.
+        offset: u64,
+        /// Byte length.
+        length: u64,
+    },
+    /// From now on, attempts on `provider` complete with `outcome`.
+    SetOutcome {
+        /// Provider name.
+        provider: String,
+        /// What its attempts do.
+        outcome: Outcome,
+    },
+    /// The provider disappears: its paths are orphaned and its pending attempts fail with
+    /// ENXIO.
+    Vanish(String),
+    /// The provider comes back (tasted if the geom is labeled, re-added otherwise).
+    Return(String),
+    /// A new provider appears on the disk and is added with the `add` verb.
+    NewProvider(String),
+    /// A verb, as `gmultipath <verb> <args…>` sends it.
+    Verb {
+        /// The verb.
+        verb: String,
+        /// Its positional arguments.
+        args: Vec<String>,
+    },
+}
+
+/// How a request ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// The command.
+    pub op: Op,
+    /// Its result.
+    pub result: Result<(), Errno>,
+    /// What the class asked to append to the answer.
+    pub append: Option<&'static str>,
+    /// The providers its attempts went to, in order.
+    pub route: Vec<String>,
+    /// When it was delivered.
+    pub at: u64,
+}
+
+/// A request in flight, with what the invariants need to know about its life.
+#[derive(Debug)]
+struct InFlight {
+    bio: Bio,
+    /// Providers its attempts went to.
+    route: Vec<String>,
+    /// The most paths (`ndisks`) its geom had while the request was in flight.
+    max_ndisks: u32,
+    /// Every attempt completed so far ended in EIO or ENXIO.
+    all_failed: bool,
+    /// Nothing but this request ran on its geom during its life: no other request, no
+    /// verb, no provider coming or going.
+    solo: bool,
+    /// Every attached path was good when it was submitted.
+    clean_start: bool,
+    /// `Probe::Restore` events seen before it was submitted.
+    restores_at_submit: usize,
+}
+
+/// One attempt of a request on one path.
+#[derive(Clone, Debug)]
+struct Attempt {
+    token: u64,
+    path: PathId,
+    provider: String,
+    /// Held by a hanging provider: no completion is scheduled.
+    parked: bool,
+}
+
+/// What the timeline holds.
+#[derive(Clone, Debug)]
+enum Scheduled {
+    /// Attempt `id` completes.
+    Complete(u64),
+    /// A scripted action.
+    Script(Action),
+}
+
+/// The simulated fabric. See the module documentation.
+pub struct Fabric {
+    /// The class under test.
+    pub class: Class,
+    /// The in-memory framework. Read it freely; use [`Fabric::take_messages`] rather than
+    /// `MemTopology::take_messages`, which would lose the fabric's place in the event log.
+    pub topo: MemTopology,
+    assembly: Assembly,
+    mode: Mode,
+    disk: usize,
+    /// Virtual time in nanoseconds.
+    now: u64,
+    seq: u64,
+    timeline: BTreeMap<(u64, u64), Scheduled>,
+    latency: BTreeMap<String, u64>,
+    outcome: BTreeMap<String, Outcome>,
+    next_token: u64,
+    next_attempt: u64,
+    attempts: BTreeMap<u64, Attempt>,
+    in_flight: BTreeMap<u64, InFlight>,
+    delivered: BTreeMap<u64, Delivery>,
+    /// The geom the clients have open (the newest one called `FRED`).
+    geom: Option<GeomId>,
+    /// Events of `topo.events` already looked at.
+    events_seen: usize,
+    /// `Probe::Restore` events seen so far.
+    restores: usize,
+    steps: u64,
+}
+
+impl Fabric {
+    /// A fabric whose geom is made by `gmultipath create` with `n` paths in `mode`.
+    pub fn create(n: usize, mode: Mode) -> Fabric {
+        Fabric::build(n, mode, Assembly::Create)
+    }
+
+    /// A fabric whose geom is labeled and assembled by tasting `md0`…`md{n-1}` in order.
+    pub fn labeled(n: usize, mode: Mode) -> Fabric {
+        Fabric::build(n, mode, Assembly::Label)
+    }
+
+    /// A fabric with `n` paths in `mode`, assembled as `assembly` says, open r1w1, with no
+    /// messages or probes recorded yet.
+    pub fn build(n: usize, mode: Mode, assembly: Assembly) -> Fabric {
+        assert!(n >= 1, "a geom needs a path");
+        let mut topo = MemTopology::new();
+        let disk = topo.disk_with_paths("md", n, MIB, SECTOR);
+        let mut class = Class::default();
+        let names: Vec<String> = (0..n).map(|i| format!("md{i}")).collect();
+        match assembly {
+            Assembly::Create => {
+                let mut args = vec![GEOM];
+                args.extend(names.iter().map(String::as_str));
+                let reply = topo.verb(&mut class, "create", &mode_flags(mode), &args);
+                assert_eq!(reply.error, "", "create {args:?}");
+            }
+            Assembly::Label => {
+                topo.write_label(disk, GEOM, &test_uuid(1), mode);
+                for name in &names {
+                    assert!(topo.taste(&mut class, name).is_some(), "taste {name}");
+                }
+            }
+        }
+        let geom = class.find_geom(GEOM).expect("the geom exists");
+        class
+            .access(&mut topo, geom, 1, 1, 0)
+            .expect("open the geom");
+        topo.drain(&mut class);
+        topo.events.clear();
+        let mut fabric = Fabric {
+            class,
+            topo,
+            assembly,
+            mode,
+            disk,
+            now: 0,
+            seq: 0,
+            timeline: BTreeMap::new(),
+            latency: BTreeMap::new(),
+            outcome: BTreeMap::new(),
+            next_token: 1,
+            next_attempt: 1,
+            attempts: BTreeMap::new(),
+            in_flight: BTreeMap::new(),
+            delivered: BTreeMap::new(),
+            geom: Some(geom),
+            events_seen: 0,
+            restores: 0,
+            steps: 0,
+        };
+        fabric.check_invariants();
+        fabric
+    }
+
+    // ----- configuration and script ------------------------------------------------------
+
+    /// Sets the latency of `provider`.
+    pub fn set_latency(&mut self, provider: &str, nanos: u64) {
+        self.latency.insert(provider.to_string(), nanos);
+    }
+
+    /// Schedules `action` at time `at` (not before now).
+    pub fn at(&mut self, at: u64, action: Action) {
+        self.schedule(at.max(self.now), Scheduled::Script(action));
+    }
+
+    /// From `from` on, every attempt completing on `provider` fails with `errno`.
+    pub fn fail_from(&mut self, provider: &str, from: u64, errno: Errno) {
+        self.at(from, set_outcome(provider, Outcome::Fail(errno)));
+    }
+
+    /// `provider` answers nothing from `from` until `until`, then answers again.
+    pub fn hang(&mut self, provider: &str, from: u64, until: u64) {
+        self.at(from, set_outcome(provider, Outcome::Hang));
+        self.at(until, set_outcome(provider, Outcome::Answer));
+    }
+
+    /// Schedules `gmultipath <verb> FRED <provider…>` at `at`.
+    pub fn verb_at(&mut self, at: u64, verb: &str, providers: &[&str]) {
+        let mut args = vec![GEOM.to_string()];
+        args.extend(providers.iter().map(|p| p.to_string()));
+        self.at(
+            at,
+            Action::Verb {
+                verb: verb.to_string(),
+                args,
+            },
+        );
+    }
+
+    /// Schedules a request at `at`. Tokens are handed out when requests are submitted, in
+    /// order, so the request gets the next token unused at time `at`.
+    pub fn submit_at(&mut self, at: u64, op: Op, offset: u64, length: u64) {
+        self.at(at, Action::Submit { op, offset, length });
+    }
+
+    // ----- inputs applied now ------------------------------------------------------------
+
+    /// A client submits a request now; returns its token.
+    pub fn submit(&mut self, op: Op, offset: u64, length: u64) -> u64 {
+        let token = self.submit_quietly(op, offset, length);
+        self.check_invariants();
+        token
+    }
+
+    /// Runs `gmultipath <verb> FRED <args…>` now.
+    pub fn verb(&mut self, verb: &str, providers: &[&str]) -> Reply {
+        let mut args = vec![GEOM.to_string()];
+        args.extend(providers.iter().map(|p| p.to_string()));
+        let reply = self.run_verb(verb, &args);
+        self.after_input();
+        reply
+    }
+
+    /// Applies `action` now, as if the timeline had reached it.
+    pub fn apply(&mut self, action: Action) {
+        self.perform(action);
+        self.after_input();
+    }
+
+    /// Completes the attempt that is due next with `result` instead of what the provider's
+    /// outcome says (a parked attempt if nothing is due). Returns `false` if no attempt is
+    /// outstanding.
+    pub fn complete_next_with(&mut self, result: Result<(), Errno>) -> bool {
+        let due = self
+            .timeline
+            .iter()
+            .find_map(|(&key, s)| match s {
+                Scheduled::Complete(id) => Some((key, *id)),
+                Scheduled::Script(_) => None,
+            })
+            .or_else(|| {
+                let id = self
+                    .attempts
+                    .iter()
+                    .find(|(_, a)| a.parked)
+                    .map(|(&i, _)| i)?;
+                Some(((self.now, 0), id))
+            });
+        let Some((key, id)) = due else {
+            return false;
+        };
+        self.timeline.remove(&key);
+        self.now = self.now.max(key.0);
+        let attempt = self.attempts.remove(&id).expect("scheduled attempt exists");
+        self.finish_attempt(attempt, result);
+        self.after_input();
+        true
+    }
+
+    // ----- driving -----------------------------------------------------------------------
+
+    /// Processes the next event in virtual time. Returns `false` if nothing is scheduled.
+    pub fn step(&mut self) -> bool {
+        let Some(((at, _), scheduled)) = self.timeline.pop_first() else {
+            return false;
+        };
+        self.now = at;
+        self.steps += 1;
+        match scheduled {
+            Scheduled::Complete(id) => self.complete(id),
+            Scheduled::Script(action) => self.perform(action),
+        }
+        self.after_input();
+        true
+    }
+
+    /// Steps until nothing is scheduled; returns the number of steps.
+    pub fn drive(&mut self) -> u64 {
+        let mut n = 0;
+        while self.step() {
+            n += 1;
+        }
+        n
+    }
+
+    /// Steps until nothing is scheduled, panicking with a dump after `max_steps` (a
+    /// livelock guard: a request bouncing between paths forever would trip it).
+    pub fn drive_bounded(&mut self, max_steps: u64) -> u64 {
+        let mut n = 0;
+        while self.step() {
+            n += 1;
+            if n > max_steps {
+                panic!(
+                    "livelock guard: still busy after {max_steps} steps\n{}",
+                    self.dump()
+                );
+            }
+        }
+        n
+    }
+
+    /// Steps while the next event is due at or before `until`, then sets the clock to
+    /// `until`.
+    pub fn drive_until(&mut self, until: u64) {
+        while self
+            .timeline
+            .first_key_value()
+            .is_some_and(|(&(at, _), _)| at <= until)
+        {
+            self.step();
+        }
+        self.now = self.now.max(until);
+    }
+
+    /// Lets every provider answer again, releases every hang, and drives until idle; then
+    /// asserts that every request was delivered exactly once and nothing is in flight.
+    pub fn finish(&mut self, max_steps: u64) {
+        let providers: Vec<String> = self.outcome.keys().cloned().collect();
+        for provider in providers {
+            self.perform(set_outcome(&provider, Outcome::Answer));
+        }
+        self.after_input();
+        self.drive_bounded(max_steps);
+        if !self.in_flight.is_empty() || !self.attempts.is_empty() {
+            self.violation("finished with requests still in flight");
+        }
+        for g in self.class.geoms().collect::<Vec<_>>() {
+            for p in self.class.geom(g).unwrap().paths().collect::<Vec<_>>() {
+                let n = self.class.path(p).unwrap().inflight();
+                if n != 0 {
+                    self.violation(&format!("path {p:?} reports {n} in flight when idle"));
+                }
+            }
+        }
+        let submitted = self.next_token - 1;
+        if self.delivered.len() as u64 != submitted {
+            self.violation(&format!(
+                "{submitted} submitted but {} delivered",
+                self.delivered.len()
+            ));
+        }
+    }
+
+    // ----- getters -----------------------------------------------------------------------
+
+    /// Virtual time now.
+    pub fn now(&self) -> u64 {
+        self.now
+    }
+
+    /// Steps taken so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The geom the clients have open.
+    pub fn geom(&self) -> GeomId {
+        self.geom.expect("the fabric has a geom")
+    }
+
+    /// The geom's mode.
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    /// The delivery of `token`, if it has been delivered.
+    pub fn delivery(&self, token: u64) -> Option<&Delivery> {
+        self.delivered.get(&token)
+    }
+
+    /// Every delivery so far, by token.
+    pub fn deliveries(&self) -> &BTreeMap<u64, Delivery> {
+        &self.delivered
+    }
+
+    /// Requests submitted and not delivered.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// The providers the attempts of `token` went to so far (delivered or not).
+    pub fn route(&self, token: u64) -> Vec<String> {
+        match (self.delivered.get(&token), self.in_flight.get(&token)) {
+            (Some(d), _) => d.route.clone(),
+            (None, Some(r)) => r.route.clone(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The live path of the open geom on `provider`.
+    pub fn path(&self, provider: &str) -> Option<PathId> {
+        let g = self.class.geom(self.geom?)?;
+        g.paths().find(|&p| {
+            let v = self.class.path(p).unwrap();
+            v.name() == provider && !v.is_orphaned()
+        })
+    }
+
+    /// The name of the open geom's active path.
+    pub fn active(&self) -> Option<String> {
+        let g = self.class.geom(self.geom?)?;
+        let p = g.active()?;
+        Some(self.class.path(p)?.name().to_string())
+    }
+
+    /// The open geom's good paths, in kernel order.
+    pub fn good_paths(&self) -> Vec<String> {
+        let Some(g) = self.geom.and_then(|g| self.class.geom(g)) else {
+            return Vec::new();
+        };
+        g.paths()
+            .map(|p| self.class.path(p).unwrap())
+            .filter(|p| p.is_good())
+            .map(|p| p.name().to_string())
+            .collect()
+    }
+
+    /// Requests in flight on `provider`'s live path, as the class counts them.
+    pub fn inflight_on(&self, provider: &str) -> u32 {
+        self.path(provider)
+            .map_or(0, |p| self.class.path(p).unwrap().inflight())
+    }
+
+    /// `Probe::Restore` events so far.
+    pub fn restores(&self) -> usize {
+        self.restores
+    }
+
+    /// The probes fired so far.
+    pub fn probes(&self) -> Vec<Probe> {
+        self.topo.probes()
+    }
+
+    /// The console messages so far, as text, forgotten once taken.
+    pub fn take_messages(&mut self) -> Vec<String> {
+        let messages = self.topo.take_messages();
+        self.events_seen = self.topo.events.len();
+        messages
+    }
+
+    // ----- the driver's work -------------------------------------------------------------
+
+    fn schedule(&mut self, at: u64, what: Scheduled) {
+        self.seq += 1;
+        self.timeline.insert((at, self.seq), what);
+    }
+
+    fn latency_of(&self, provider: &str) -> u64 {
+        self.latency
+            .get(provider)
+            .copied()
+            .unwrap_or(DEFAULT_LATENCY)
+    }
+
+    fn outcome_of(&self, provider: &str) -> Outcome {
+        self.outcome
+            .get(provider)
+            .copied()
+            .unwrap_or(Outcome::Answer)
+    }
+
+    /// What happens to an attempt that is due: its path's provider gone means ENXIO; a
+    /// hanging provider holds it; otherwise the provider's outcome.
+    fn complete(&mut self, id: u64) {
+        let attempt = self.attempts[&id].clone();
+        let gone = !self.topo.providers.contains_key(&attempt.provider)
+            || self
+                .class
+                .path(attempt.path)
+                .is_none_or(|p| p.is_orphaned());
+        let result = if gone {
+            Err(Errno::ENXIO)
+        } else {
+            match self.outcome_of(&attempt.provider) {
+                Outcome::Answer => Ok(()),
+                Outcome::Fail(e) => Err(e),
+                Outcome::Hang => {
+                    self.attempts.get_mut(&id).unwrap().parked = true;
+                    return;
+                }
+            }
+        };
+        self.attempts.remove(&id);
+        self.finish_attempt(attempt, result);
+    }
+
+    fn perform(&mut self, action: Action) {
+        match action {
+            Action::Submit { op, offset, length } => {
+                self.submit_quietly(op, offset, length);
+            }
+            Action::SetOutcome { provider, outcome } => {
+                self.outcome.insert(provider.clone(), outcome);
+                if outcome != Outcome::Hang {
+                    self.release_parked(&provider);
+                }
+            }
+            Action::Vanish(provider) => {
+                if self.topo.providers.contains_key(&provider) {
+                    self.disturb();
+                    self.topo.remove_provider(&provider);
+                    let paths: Vec<PathId> = self.class.paths_on_provider(&provider).collect();
+                    for p in paths {
+                        self.class.orphan(&mut self.topo, p);
+                        self.topo.drain(&mut self.class);
+                    }
+                    self.release_parked(&provider);
+                }
+            }
+            Action::Return(provider) => {
+                self.disturb();
+                self.topo.add_provider(&provider, self.disk);
+                match self.assembly {
+                    Assembly::Label => {
+                        self.topo.taste(&mut self.class, &provider);
+                    }
+                    Assembly::Create => self.readd(&provider),
+                }
+            }
+            Action::NewProvider(provider) => {
+                self.disturb();
+                self.topo.add_provider(&provider, self.disk);
+                self.run_verb("add", &[GEOM.to_string(), provider]);
+            }
+            Action::Verb { verb, args } => {
+                self.run_verb(&verb, &args);
+            }
+        }
+    }
+
+    /// A MANUAL geom gets a returning provider back with `add`, or is created again if it
+    /// went away with its last path.
+    fn readd(&mut self, provider: &str) {
+        if self.class.find_geom(GEOM).is_some() {
+            self.run_verb("add", &[GEOM.to_string(), provider.to_string()]);
+        } else {
+            self.topo.verb(
+                &mut self.class,
+                "create",
+                &mode_flags(self.mode),
+                &[GEOM, provider],
+            );
+        }
+    }
+
+    fn run_verb(&mut self, verb: &str, args: &[String]) -> Reply {
+        self.disturb();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.topo.verb(&mut self.class, verb, &[], &args)
+    }
+
+    /// Something other than a request touched the geom: no request in flight is alone any
+    /// more.
+    fn disturb(&mut self) {
+        for r in self.in_flight.values_mut() {
+            r.solo = false;
+        }
+    }
+
+    fn release_parked(&mut self, provider: &str) {
+        let parked: Vec<u64> = self
+            .attempts
+            .iter()
+            .filter(|(_, a)| a.parked && a.provider == provider)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in parked {
+            self.attempts.get_mut(&id).unwrap().parked = false;
+            self.schedule(self.now, Scheduled::Complete(id));
+        }
+    }
+
+    /// Starts a new request on the open geom, without the invariant check.
+    fn submit_quietly(&mut self, op: Op, offset: u64, length: u64) -> u64 {
+        let token = self.next_token;
+        self.next_token += 1;
+        let geom = self.geom();
+        for r in self.in_flight.values_mut() {
+            if r.bio.geom == geom {
+                r.solo = false;
+            }
+        }
+        let view = self.class.geom(geom);
+        let max_ndisks = view.map_or(0, |g| g.ndisks());
+        let clean_start =
+            view.is_some_and(|g| g.paths().all(|p| self.class.path(p).unwrap().is_good()));
+        let alone = !self.in_flight.values().any(|r| r.bio.geom == geom);
+        self.in_flight.insert(
+            token,
+            InFlight {
+                bio: Bio::new(token, geom, op, offset, length),
+                route: Vec::new(),
+                max_ndisks,
+                all_failed: true,
+                solo: alone,
+                clean_start,
+                restores_at_submit: self.restores,
+            },
+        );
+        let mut bio = self.in_flight[&token].bio.clone();
+        let started = self.class.start(&mut bio);
+        self.in_flight.get_mut(&token).unwrap().bio = bio;
+        match started {
+            Ok(path) => self.routed(token, path),
+            Err(e) => {
+                self.check_refusal(token, e);
+                self.deliver(token, Err(e), None);
+            }
+        }
+        token
+    }
+
+    /// `start` refused a new request: only ENXIO, and only with no good path or a withered
+    /// provider.
+    fn check_refusal(&mut self, token: u64, e: Errno) {
+        if e != Errno::ENXIO {
+            self.violation(&format!(
+                "start refused token {token} with {e:?}, not ENXIO"
+            ));
+        }
+        let geom = self.in_flight[&token].bio.geom;
+        if let Some(g) = self.class.geom(geom) {
+            let good = g.paths().any(|p| self.class.path(p).unwrap().is_good());
+            if good && !g.withered() {
+                self.violation(&format!(
+                    "token {token} refused with ENXIO while a good path exists"
+                ));
+            }
+        }
+    }
+
+    /// The class sent (or re-sent) request `token` to `path`: check the choice, schedule the
+    /// attempt's completion.
+    fn routed(&mut self, token: u64, path: PathId) {
+        let r = &self.in_flight[&token];
+        if r.bio.path() != Some(path) {
+            self.violation(&format!(
+                "token {token} routed to {path:?} but the bio says {:?}",
+                r.bio.path()
+            ));
+        }
+        let Some(view) = self.class.path(path) else {
+            self.violation(&format!("token {token} routed to a detached path {path:?}"));
+        };
+        let provider = view.name().to_string();
+        let geom = self.class.geom(r.bio.geom).expect("routed on a live geom");
+        if view.geom() != r.bio.geom {
+            self.violation(&format!(
+                "token {token} routed to {provider} of another geom"
+            ));
+        }
+        if !view.is_good() {
+            let good: Vec<String> = geom
+                .paths()
+                .map(|p| self.class.path(p).unwrap())
+                .filter(|p| p.is_good())
+                .map(|p| p.name().to_string())
+                .collect();
+            if good.is_empty() {
+                self.violation(&format!(
+                    "token {token} routed to bad path {provider} (no good path: ENXIO expected)"
+                ));
+            }
+            self.violation(&format!(
+                "token {token} routed to bad path {provider} while {good:?} are good"
+            ));
+        }
+        let spread = match geom.mode() {
+            Mode::ActivePassive => false,
+            Mode::ActiveActive => true,
+            Mode::ActiveRead => r.bio.op == Op::Read,
+        };
+        if spread {
+            let mine = view.inflight() - 1;
+            for q in geom.paths() {
+                let other = self.class.path(q).unwrap();
+                if q != path && other.is_good() && other.inflight() < mine {
+                    self.violation(&format!(
+                        "token {token} spread to {provider} with {mine} in flight, but {} \
+                         had {}",
+                        other.name(),
+                        other.inflight()
+                    ));
+                }
+            }
+        } else if geom.active() != Some(path) {
+            self.violation(&format!(
+                "token {token} ({:?}) sent to {provider}, not the active path {:?}",
+                r.bio.op,
+                geom.active()
+            ));
+        }
+        let ndisks = geom.ndisks();
+        let r = self.in_flight.get_mut(&token).unwrap();
+        r.max_ndisks = r.max_ndisks.max(ndisks);
+        r.route.push(provider.clone());
+        if r.route.len() as u32 > r.max_ndisks {
+            let msg = format!(
+                "token {token} tried {} times but its geom never had more than {} paths",
+                r.route.len(),
+                r.max_ndisks
+            );
+            self.violation(&msg);
+        }
+        let id = self.next_attempt;
+        self.next_attempt += 1;
+        self.attempts.insert(
+            id,
+            Attempt {
+                token,
+                path,
+                provider: provider.clone(),
+                parked: false,
+            },
+        );
+        let at = self.now + self.latency_of(&provider);
+        self.schedule(at, Scheduled::Complete(id));
+    }
+
+    /// An attempt came back with `result`: ask the class what it means.
+    fn finish_attempt(&mut self, attempt: Attempt, result: Result<(), Errno>) {
+        let token = attempt.token;
+        let failed_before = self.class.path(attempt.path).is_some_and(|p| p.is_failed());
+        let mut bio = self.in_flight[&token].bio.clone();
+        let done = self.class.done(&mut bio, result);
+        self.topo.drain(&mut self.class);
+        self.count_restores();
+        let fails_path = matches!(result, Err(e) if e.fails_path());
+        let r = self.in_flight.get_mut(&token).unwrap();
+        r.bio = bio;
+        r.all_failed &= fails_path;
+        let op = r.bio.op;
+        if !fails_path {
+            if let Some(p) = self.class.path(attempt.path) {
+                if p.is_failed() && !failed_before {
+                    self.violation(&format!(
+                        "{result:?} on {} marked the path FAIL",
+                        attempt.provider
+                    ));
+                }
+            }
+        }
+        match done {
+            Done::Reissue(next) => {
+                if !fails_path {
+                    self.violation(&format!(
+                        "token {token} reissued after {result:?} on {}",
+                        attempt.provider
+                    ));
+                }
+                self.routed(token, next);
+            }
+            Done::Deliver {
+                result: delivered,
+                append,
+            } => {
+                if self.in_flight[&token].bio.path().is_some() {
+                    self.violation(&format!("token {token} delivered while still on a path"));
+                }
+                let expected_ok = result.is_ok();
+                let ok_as_sent = if fails_path {
+                    matches!(delivered, Err(e) if e.fails_path())
+                } else {
+                    delivered == result
+                };
+                if !ok_as_sent {
+                    self.violation(&format!(
+                        "token {token}: last attempt {result:?} but delivered {delivered:?}"
+                    ));
+                }
+                let physpath = op == Op::GetAttr { physpath: true };
+                let want_append = (expected_ok && physpath).then_some("/mp");
+                if append != want_append {
+                    self.violation(&format!(
+                        "token {token} ({op:?}, {result:?}) appends {append:?}, expected \
+                         {want_append:?}"
+                    ));
+                }
+                self.deliver(token, delivered, append);
+            }
+        }
+    }
+
+    /// Request `token` is finished: record it exactly once and check how it ended.
+    fn deliver(&mut self, token: u64, result: Result<(), Errno>, append: Option<&'static str>) {
+        if self.delivered.contains_key(&token) {
+            self.violation(&format!("token {token} delivered twice"));
+        }
+        let Some(r) = self.in_flight.remove(&token) else {
+            self.violation(&format!("token {token} delivered but never submitted"));
+        };
+        if !r.route.is_empty() && r.all_failed {
+            if !matches!(result, Err(e) if e.fails_path()) {
+                self.violation(&format!(
+                    "token {token} failed on every path {:?} but ended with {result:?}",
+                    r.route
+                ));
+            }
+            // PR 178473 (failloop): a request that fails everywhere ends after one round of
+            // auto-restore. Starting with every path good and nothing else going on, that
+            // round restores the other paths once: at most 2 events with up to 3 paths,
+            // ndisks - 1 beyond.
+            let during = self.restores - r.restores_at_submit;
+            let bound = (r.max_ndisks.saturating_sub(1) as usize).max(2);
+            if r.solo && r.clean_start && during > bound {
+                self.violation(&format!(
+                    "token {token} failed on every path {:?} and saw {during} restores (at \
+                     most {bound} expected)",
+                    r.route
+                ));
+            }
+        }
+        self.delivered.insert(
+            token,
+            Delivery {
+                op: r.bio.op,
+                result,
+                append,
+                route: r.route,
+                at: self.now,
+            },
+        );
+    }
+
+    fn count_restores(&mut self) {
+        let new = &self.topo.events[self.events_seen..];
+        self.restores += new
+            .iter()
+            .filter(|e| matches!(e, Event::Probe(Probe::Restore { .. })))
+            .count();
+        self.events_seen = self.topo.events.len();
+    }
+
+    /// After any input: collect events, follow the geom the clients should have open, and
+    /// check every invariant.
+    fn after_input(&mut self) {
+        self.topo.drain(&mut self.class);
+        self.count_restores();
+        self.follow_geom();
+        self.check_invariants();
+    }
+
+    /// When the geom went away with its last path and came back as a new geom (taste or
+    /// create), the clients close the old one and open the new one.
+    fn follow_geom(&mut self) {
+        let Some(current) = self.class.find_geom(GEOM) else {
+            return;
+        };
+        if self.geom == Some(current) {
+            return;
+        }
+        if let Some(old) = self.geom {
+            if self.class.geom(old).is_some() {
+                self.class
+                    .access(&mut self.topo, old, -1, -1, 0)
+                    .expect("closing never fails");
+            }
+        }
+        self.class
+            .access(&mut self.topo, current, 1, 1, 0)
+            .expect("open the new geom");
+        self.topo.drain(&mut self.class);
+        self.count_restores();
+        self.geom = Some(current);
+    }
+
+    // ----- invariants --------------------------------------------------------------------
+
+    /// Checks, after every step:
+    /// * every request in flight has exactly one attempt outstanding, and when nothing is
+    ///   scheduled or outstanding every submitted request has been delivered (exactly once:
+    ///   [`deliver`](Self::deliver) refuses a second delivery);
+    /// * every geom's active path is `None` or a good path of that geom, and is `Some` while
+    ///   the geom has a good path; its `ndisks` is the number of its paths that are not LOST;
+    /// * every path's in-flight count is the number of attempts the fabric has outstanding
+    ///   on it, and no outstanding attempt is on a detached path;
+    /// * a LOST path with nothing in flight has been detached (its deferred detach ran);
+    /// * (updated here, checked on every route) the most paths each request's geom had.
+    ///
+    /// Routing (good path, active path in A/P, least busy in A/A), the attempt bound,
+    /// pass-through errors, the physpath suffix and the failloop bound are checked where
+    /// they happen: [`routed`](Self::routed), [`finish_attempt`](Self::finish_attempt),
+    /// [`deliver`](Self::deliver).
+    pub fn check_invariants(&mut self) {
+        let mut outstanding: BTreeMap<u64, usize> = BTreeMap::new();
+        let mut per_path: BTreeMap<PathId, u32> = BTreeMap::new();
+        for a in self.attempts.values() {
+            *outstanding.entry(a.token).or_default() += 1;
+            *per_path.entry(a.path).or_default() += 1;
+        }
+        for &token in self.in_flight.keys() {
+            let n = outstanding.get(&token).copied().unwrap_or(0);
+            if n != 1 {
+                self.violation(&format!(
+                    "token {token} is in flight with {n} attempts outstanding"
+                ));
+            }
+        }
+        if let Some(&token) = outstanding.keys().find(|t| !self.in_flight.contains_key(t)) {
+            self.violation(&format!(
+                "an attempt of delivered token {token} is outstanding"
+            ));
+        }
+        if self.timeline.is_empty() && self.attempts.is_empty() && !self.in_flight.is_empty() {
+            self.violation("idle, but requests were never delivered");
+        }
+        let mut seen_paths = BTreeSet::new();
+        for g in self.class.geoms().collect::<Vec<_>>() {
+            let view = self.class.geom(g).unwrap();
+            let paths: Vec<PathId> = view.paths().collect();
+            let any_good = paths.iter().any(|&p| self.class.path(p).unwrap().is_good());
+            let not_lost = paths
+                .iter()
+                .filter(|&&p| !self.class.path(p).unwrap().is_lost())
+                .count();
+            if view.ndisks() as usize != not_lost {
+                self.violation(&format!(
+                    "{} has ndisks {} but {not_lost} paths that are not LOST",
+                    view.name(),
+                    view.ndisks()
+                ));
+            }
+            match view.active() {
+                None if any_good => self.violation(&format!(
+                    "{} has good paths but no active path",
+                    view.name()
+                )),
+                None => {}
+                Some(a) => match self.class.path(a) {
+                    Some(p) if p.geom() == g && p.is_good() => {}
+                    Some(p) => self.violation(&format!(
+                        "active path {} of {} is not a good path of it",
+                        p.name(),
+                        view.name()
+                    )),
+                    None => self.violation(&format!("active path of {} is detached", view.name())),
+                },
+            }
+            for p in paths {
+                seen_paths.insert(p);
+                let view = self.class.path(p).unwrap();
+                if view.is_lost() && view.inflight() == 0 {
+                    self.violation(&format!(
+                        "{} is LOST and idle but still attached after the deferred work ran",
+                        view.name()
+                    ));
+                }
+                let class_count = self.class.path(p).unwrap().inflight();
+                let ours = per_path.get(&p).copied().unwrap_or(0);
+                if class_count != ours {
+                    let name = self.class.path(p).unwrap().name().to_string();
+                    self.violation(&format!(
+                        "{name} reports {class_count} in flight, the fabric has {ours}"
+                    ));
+                }
+            }
+        }
+        if let Some(p) = per_path.keys().find(|p| !seen_paths.contains(p)) {
+            self.violation(&format!("attempts outstanding on detached path {p:?}"));
+        }
+        for r in self.in_flight.values_mut() {
+            if let Some(g) = self.class.geom(r.bio.geom) {
+                r.max_ndisks = r.max_ndisks.max(g.ndisks());
+            }
+        }
+    }
+
+    fn violation(&self, what: &str) -> ! {
+        panic!(
+            "invariant violated at t={}ns (step {}): {what}\n{}",
+            self.now,
+            self.steps,
+            self.dump()
+        );
+    }
+
+    /// Everything about the fabric, for a panic message.
+    pub fn dump(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "--- fabric at t={}ns, step {} ---",
+            self.now, self.steps
+        );
+        for g in self.class.geoms() {
+            let v = self.class.geom(g).unwrap();
+            let _ = writeln!(
+                out,
+                "geom {} {:?} {:?} ndisks={} active={:?} stopping={} withered={}{}",
+                v.name(),
+                g,
+                v.mode(),
+                v.ndisks(),
+                v.active()
+                    .and_then(|a| self.class.path(a))
+                    .map(|p| p.name().to_string()),
+                v.stopping(),
+                v.withered(),
+                if Some(g) == self.geom { " (open)" } else { "" }
+            );
+            for p in v.paths() {
+                let pv = self.class.path(p).unwrap();
+                let _ = writeln!(
+                    out,
+                    "  path {} {:?} state={:?} inflight={} orphaned={}",
+                    pv.name(),
+                    p,
+                    self.class.path_state(p),
+                    pv.inflight(),
+                    pv.is_orphaned()
+                );
+            }
+        }
+        let _ = writeln!(out, "outcomes: {:?}", self.outcome);
+        for (token, r) in &self.in_flight {
+            let _ = writeln!(
+                out,
+                "in flight {token}: {:?} route={:?} max_ndisks={}",
+                r.bio.op, r.route, r.max_ndisks
+            );
+        }
+        for (id, a) in &self.attempts {
+            let _ = writeln!(
+                out,
+                "attempt {id}: token {} on {} parked={}",
+                a.token, a.provider, a.parked
+            );
+        }
+        for ((at, _), s) in self.timeline.iter().take(20) {
+            let _ = writeln!(out, "due {at}: {s:?}");
+        }
+        let messages = self.topo.messages();
+        let start = messages.len().saturating_sub(20);
+        for m in &messages[start..] {
+            let _ = writeln!(out, "log: {m}");
+        }
+        out
+    }
+}
+
+/// The `create` flags for `mode`.
+pub fn mode_flags(mode: Mode) -> [(&'static str, bool); 2] {
+    match mode {
+        Mode::ActivePassive => [("active_active", false), ("active_read", false)],
+        Mode::ActiveActive => [("active_active", true), ("active_read", false)],
+        Mode::ActiveRead => [("active_active", false), ("active_read", true)],
+    }
+}
+
+/// `Action::SetOutcome` for `provider`.
+pub fn set_outcome(provider: &str, outcome: Outcome) -> Action {
+    Action::SetOutcome {
+        provider: provider.to_string(),
+        outcome,
+    }
+}
+
+/// Every mode, for tests that run in each.
+pub const MODES: [Mode; 3] = [Mode::ActivePassive, Mode::ActiveActive, Mode::ActiveRead];
