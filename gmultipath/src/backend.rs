@@ -29,6 +29,12 @@ pub trait Backend {
     fn confxml(&mut self) -> io::Result<String>;
     /// A call only the host understands (provider I/O, sysctl, probes); `None` on FreeBSD.
     fn host_call(&mut self, call: &Call) -> Option<io::Result<Answer>>;
+
+    /// Returns once the kernel (or host) has handled the events the tool's own writes
+    /// caused — the re-taste after closing a labelled provider — so that the next command,
+    /// or an open of /dev/multipath/NAME, sees their outcome. GEOM's single event queue
+    /// gives this on FreeBSD; the host drains its device watcher before every call.
+    fn settle(&mut self) {}
 }
 
 /// Environment variable naming the daemon binary to start.
@@ -154,5 +160,9 @@ impl Backend for HostBackend {
 
     fn host_call(&mut self, call: &Call) -> Option<io::Result<Answer>> {
         Some(self.call(call))
+    }
+
+    fn settle(&mut self) {
+        let _ = self.call(&Call::Ping);
     }
 }

@@ -365,10 +365,12 @@ fn run_userland(
         Userland::Help => Some(usage(env, inv)),
         Userland::Label => {
             label(args, req, env);
+            env.backend.settle();
             None
         }
         Userland::Clear => {
             clear(args, req, env);
+            env.backend.settle();
             None
         }
         Userland::Prefer => {

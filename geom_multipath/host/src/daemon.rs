@@ -201,7 +201,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     };
     let mut owner = Owner::new(settings, exports.clone(), handle.clone());
 
-    let _ = watch::remove_private_nodes();
+    let _ = watch::remove_stale_private_nodes();
     if let Err(e) = fuse_export::cleanup_stale(&args.mount) {
         tracing::warn!(
             "cleaning up a stale mount at {}: {e:#}",
@@ -236,6 +236,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
     tracing::info!("stopping");
     drop(control);
     owner.shutdown();
+    // From here on nothing serves the inbox: drop it, so that a FUSE open or release that
+    // arrives while unmounting fails with ENXIO at once instead of waiting for an answer.
+    drop(inbox);
+    drop(owner);
     if let Err(e) = fuse.unmount() {
         // Still in use (a loop device on an export): detach it from the namespace so no
         // stale mount is left; its users get errors once this process is gone.
@@ -283,8 +287,10 @@ impl DaemonSources {
                 owner.device_changed(name, None);
             }
         }
-        if dev.loop_autoclear && owner.providers.info(name).is_some() {
-            // `losetup -d` while we hold it: it goes at our last close.
+        if dev.loop_autoclear {
+            // `losetup -d` while someone holds it: it goes at the last close. Never take
+            // (or take back) a loop device that is on its way out.
+            self.diskseq.remove(name);
             owner.device_changed(name, None);
             return;
         }

@@ -15,7 +15,7 @@
 //! inotify reports every writable close, the watcher's own process included, and FreeBSD
 //! must not see the class's own closes as re-taste triggers (a path just removed would be
 //! grabbed again). The daemon therefore opens devices **only through a private device
-//! node**, [`private_node`] (`/dev/.gmultipathd/<name>`, same major:minor, made with
+//! node**, [`private_node`] (`/dev/.gmultipathd/<pid>/<name>`, same major:minor, made with
 //! mknod). The watches are on the inodes of the public nodes (`/dev/<name>`), and a
 //! different node of the same device is a different inode: its opens and closes reach the
 //! same block device but raise no event here (checked by the root test below). Anything the
@@ -435,7 +435,58 @@ impl Watcher {
 /// [`crate::sysfs::lookup`]: a node left over from an earlier device is replaced here.
 /// Needs CAP_MKNOD and a `/dev` mounted without `nodev`.
 pub fn private_node(name: &str, dev: (u32, u32)) -> io::Result<PathBuf> {
-    private_node_in(Path::new(PRIVATE_NODE_DIR), name, dev)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(PRIVATE_NODE_DIR)?;
+    private_node_in(&own_private_dir(), name, dev)
+}
+
+/// This daemon's own directory of private nodes, `/dev/.gmultipathd/<pid>`: every daemon
+/// has its own, so that several (tests, or a daemon per namespace) never remove each
+/// other's nodes.
+pub fn own_private_dir() -> PathBuf {
+    Path::new(PRIVATE_NODE_DIR).join(std::process::id().to_string())
+}
+
+/// `true` if `pid` is a running gmultipathd: not gone, not a zombie (a killed daemon its
+/// parent has not reaped), not a reused pid of another program.
+fn daemon_alive(pid: u32) -> bool {
+    let proc_dir = Path::new("/proc").join(pid.to_string());
+    let comm = fs::read_to_string(proc_dir.join("comm")).unwrap_or_default();
+    let stat = fs::read_to_string(proc_dir.join("stat")).unwrap_or_default();
+    // The state follows the parenthesised command name: "pid (comm) S ...".
+    let state = stat
+        .rsplit(')')
+        .next()
+        .and_then(|rest| rest.split_whitespace().next());
+    comm.trim() == "gmultipathd" && !matches!(state, None | Some("Z") | Some("X"))
+}
+
+/// Removes the private-node directories of daemons that are no longer running (left by a
+/// crash), leaving live daemons' alone.
+pub fn remove_stale_private_nodes() -> io::Result<()> {
+    let entries = match fs::read_dir(PRIVATE_NODE_DIR) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let alive = name
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(daemon_alive);
+        if !alive {
+            let path = entry.path();
+            let _ = if path.is_dir() {
+                fs::remove_dir_all(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+    }
+    Ok(())
 }
 
 /// [`private_node`] in the directory `dir` (created mode 0700 if missing).
@@ -473,10 +524,13 @@ pub fn private_node_in(dir: &Path, name: &str, dev: (u32, u32)) -> io::Result<Pa
     ))
 }
 
-/// Removes every private node and their directory ([`PRIVATE_NODE_DIR`]); at daemon exit.
+/// Removes this daemon's private nodes and their directory ([`own_private_dir`]); at exit.
 /// Nothing to remove is not an error.
 pub fn remove_private_nodes() -> io::Result<()> {
-    remove_private_nodes_in(Path::new(PRIVATE_NODE_DIR))
+    remove_private_nodes_in(&own_private_dir())?;
+    // The shared parent goes too when this was the last daemon using it.
+    let _ = fs::remove_dir(PRIVATE_NODE_DIR);
+    Ok(())
 }
 
 /// [`remove_private_nodes`] for the directory `dir`.

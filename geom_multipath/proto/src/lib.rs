@@ -90,7 +90,8 @@ pub enum Call {
         /// The bytes.
         data: Vec<u8>,
     },
-    /// Is anybody there?
+    /// Is anybody there? The daemon handles every device event that happened before the
+    /// call first, so a ping is also a barrier after a tool's own writes.
     Ping,
 }
 
