@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs every check and every test of the project: formatting, clippy, the core built
+# without std, the unit/property/simulation tests, and the end-to-end tests on loop devices
+# (those need root; without it they print SKIPPED and pass).
+#
+# Usage: sudo tests/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy (warnings are errors)"
+cargo clippy --workspace --all-targets -j2 -- -D warnings
+
+step "the core builds without std (x86_64-unknown-none)"
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-none; then
+    cargo build -p geom_multipath --no-default-features --target x86_64-unknown-none -j2
+else
+    echo "SKIPPED: rustup target x86_64-unknown-none is not installed (.ci/run installs it)"
+fi
+
+step "build the programs the end-to-end tests run"
+cargo build --workspace --bins -j2
+
+step "tests"
+cargo test --workspace -j2
