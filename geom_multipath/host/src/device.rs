@@ -90,6 +90,13 @@ pub trait Device: Send + Sync {
     fn discard(&self, offset: u64, len: u64) -> Result<(), Errno>;
     /// The device's answer to `GEOM::physpath`, if it has one.
     fn physpath(&self) -> Result<String, Errno>;
+
+    /// Stops every further request on this device (they fail with ENXIO) and, where the
+    /// transport allows, cuts what is in flight (an NBD connection is shut down). Used
+    /// before a timed-out write is reissued elsewhere, so that nothing sent later through
+    /// this device can race with the late copy. There is no way back for this device
+    /// object: a fenced provider comes back as a new device (reopened, reconnected).
+    fn fence(&self) {}
 }
 
 /// A Linux block device opened read-write with O_DIRECT (and O_EXCL on request).

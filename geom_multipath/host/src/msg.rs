@@ -109,6 +109,19 @@ pub enum Msg {
         /// Where the answer goes.
         reply: Sender<Answer>,
     },
+    /// A provider that is not a block device (an NBD connection) came up: add it, or
+    /// replace the one of that name, and taste it.
+    ProviderUp {
+        /// Its name, size and sector size.
+        info: geom_multipath::ProviderInfo,
+        /// How to reach its data.
+        source: crate::providers::Source,
+    },
+    /// Such a provider went away: its paths are orphaned.
+    ProviderDown {
+        /// Its name.
+        name: String,
+    },
     /// Stop the owner loop (signal, or after an accepted unload).
     Shutdown,
 }

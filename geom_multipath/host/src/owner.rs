@@ -176,6 +176,11 @@ impl Owner {
                 let answer = self.call(call);
                 let _ = reply.send(answer);
             }
+            Msg::ProviderUp { info, source } => {
+                let name = info.name.clone();
+                self.device_changed(&name, Some((info, source)));
+            }
+            Msg::ProviderDown { name } => self.device_changed(&name, None),
             Msg::Shutdown => self.stopping = true,
         }
     }
