@@ -4,7 +4,7 @@
 //!
 //! One owner thread owns the class; every other thread talks to it through messages
 //! ([`msg`]). Paths are block devices opened with O_DIRECT ([`device`]).
-#![deny(unsafe_code)]
+#![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
@@ -22,8 +22,7 @@ pub mod nbd_server;
 pub mod nop;
 pub mod owner;
 pub mod providers;
-#[allow(unsafe_code)]
-pub mod sys;
+pub use geom_multipath_sys as sys;
 pub mod sysctl_cli;
 pub mod sysfs;
 pub mod watch;

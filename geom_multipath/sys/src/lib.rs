@@ -1,10 +1,12 @@
-//! The host's only `unsafe` code: the block-device ioctls Linux offers no safe wrapper for
-//! (size, logical and physical sector size, I/O hints), and detaching the daemon into its
-//! own session. Every block carries a `SAFETY:` comment naming the invariant it relies on.
+//! The userland programs' only `unsafe` code (the kernel module's glue is the other place):
+//! the block-device ioctls Linux offers no safe wrapper for (size, logical and physical
+//! sector size, I/O hints), and detaching the daemon into its own session. Every block
+//! carries a `SAFETY:` comment naming the invariant it relies on.
 //!
-//! Everything else the host needs from the kernel (inotify, netlink, eventfd, poll, peer
+//! Everything else the programs need from the kernel (inotify, netlink, eventfd, poll, peer
 //! credentials, fallocate, mknod) has a safe API in `nix` or `std`.
 #![deny(clippy::undocumented_unsafe_blocks)]
+#![deny(missing_docs)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
