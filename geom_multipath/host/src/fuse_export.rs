@@ -1162,7 +1162,10 @@ mod tests {
                     let _ = reply.send(verdict);
                 }
                 Msg::Shutdown => break,
-                Msg::Done(_) | Msg::Call { .. } => {}
+                Msg::Done(_)
+                | Msg::Call { .. }
+                | Msg::ProviderUp { .. }
+                | Msg::ProviderDown { .. } => {}
             }
         }
     }
