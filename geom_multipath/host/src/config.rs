@@ -16,9 +16,26 @@ pub struct Problem {
     pub text: String,
 }
 
+/// What the file sets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Tunables {
+    /// The `kern.geom.multipath.*` knobs.
+    pub values: Values,
+    /// Per-provider `io_timeout` overrides (`kern.geom.multipath.io_timeout.<provider>`),
+    /// as written.
+    pub io_timeouts: Vec<(String, String)>,
+}
+
 /// Parses `text` on top of `base`; returns the values and the lines that were skipped.
 pub fn parse(text: &str, base: Values) -> (Values, Vec<Problem>) {
+    let (t, problems) = parse_all(text, base);
+    (t.values, problems)
+}
+
+/// Like [`parse`], with the per-provider overrides.
+pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
     let mut values = base;
+    let mut io_timeouts = Vec::new();
     let mut problems = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -26,11 +43,22 @@ pub fn parse(text: &str, base: Values) -> (Values, Vec<Problem>) {
             continue;
         }
         let mut problem = |text: String| problems.push(Problem { line: i + 1, text });
-        let Some((name, value)) = line.split_once('=') else {
+        let Some((name, value)) = line.rsplit_once('=') else {
             problem(format!("expected name=value: {line}"));
             continue;
         };
         let name = name.trim();
+        if let Some(provider) = name.strip_prefix(crate::owner::IO_TIMEOUT_OVERRIDE_PREFIX) {
+            let mut check = Values::default();
+            match check.set_text(Knob::IoTimeout, value) {
+                Ok(_) if !provider.is_empty() => {
+                    io_timeouts.push((provider.to_string(), value.trim().to_string()))
+                }
+                Ok(_) => problem(format!("unknown oid '{name}'")),
+                Err(e) => problem(format!("{name}: {e}")),
+            }
+            continue;
+        }
         let Some(t) = sysctl::lookup(name).filter(|t| t.name == name) else {
             problem(format!("unknown oid '{name}'"));
             continue;
@@ -39,14 +67,20 @@ pub fn parse(text: &str, base: Values) -> (Values, Vec<Problem>) {
             problem(format!("{name}: {e}"));
         }
     }
-    (values, problems)
+    (
+        Tunables {
+            values,
+            io_timeouts,
+        },
+        problems,
+    )
 }
 
 /// Reads `path` on top of the defaults; a missing file is no problem.
-pub fn load(path: &Path) -> std::io::Result<(Values, Vec<Problem>)> {
+pub fn load(path: &Path) -> std::io::Result<(Tunables, Vec<Problem>)> {
     match std::fs::read_to_string(path) {
-        Ok(text) => Ok(parse(&text, Values::default())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Values::default(), Vec::new())),
+        Ok(text) => Ok(parse_all(&text, Values::default())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Tunables::default(), Vec::new())),
         Err(e) => Err(e),
     }
 }
@@ -96,9 +130,26 @@ kern.geom.multipath.debug=x
     }
 
     #[test]
+    fn per_path_io_timeouts_are_kept_as_written() {
+        let text = "kern.geom.multipath.io_timeout.loop3=2\n\
+                    kern.geom.multipath.io_timeout.nbd+unix:///d?socket=/s=5\n\
+                    kern.geom.multipath.io_timeout.=1\n\
+                    kern.geom.multipath.io_timeout.loop4=x\n";
+        let (t, problems) = parse_all(text, Values::default());
+        assert_eq!(
+            t.io_timeouts,
+            [
+                ("loop3".to_string(), "2".to_string()),
+                ("nbd+unix:///d?socket=/s".to_string(), "5".to_string())
+            ]
+        );
+        assert_eq!(problems.len(), 2);
+    }
+
+    #[test]
     fn a_missing_file_means_defaults() {
         let (v, p) = load(Path::new("/nonexistent/gmultipathd.conf")).unwrap();
-        assert_eq!(v, Values::default());
+        assert_eq!(v, Tunables::default());
         assert!(p.is_empty());
     }
 

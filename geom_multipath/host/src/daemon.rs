@@ -177,8 +177,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     }
     let detached = std::env::var_os("GMULTIPATHD_DETACHED").is_some();
     crate::logging::init(!detached);
-    let (tunables, problems) =
-        config::load(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
+    let (
+        config::Tunables {
+            values: tunables,
+            io_timeouts,
+        },
+        problems,
+    ) = config::load(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
     for p in problems {
         tracing::warn!("{}:{}: {}", args.config.display(), p.line, p.text);
     }
@@ -200,6 +205,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
         mountpoint: args.mount.clone(),
     };
     let mut owner = Owner::new(settings, exports.clone(), handle.clone());
+    for (provider, secs) in &io_timeouts {
+        let _ = owner.set_io_timeout(provider, secs);
+    }
 
     let _ = watch::remove_stale_private_nodes();
     if let Err(e) = fuse_export::cleanup_stale(&args.mount) {
@@ -378,10 +386,14 @@ impl Sources for DaemonSources {
 
 fn reload(path: &Path, owner: &mut Owner) {
     match config::load(path) {
-        Ok((values, problems)) => {
+        Ok((tunables, problems)) => {
             for p in problems {
                 tracing::warn!("{}:{}: {}", path.display(), p.line, p.text);
             }
+            for (provider, secs) in &tunables.io_timeouts {
+                let _ = owner.set_io_timeout(provider, secs);
+            }
+            let values = tunables.values;
             for knob in config::changed(owner.class().tunables(), &values) {
                 let _ = owner.set_tunable(knob, values.get(knob));
             }

@@ -75,7 +75,7 @@ pub struct Completion {
     /// The attempt's sequence number within the request (a late answer to an attempt the
     /// owner already gave up on is recognised by it).
     pub attempt: u32,
-    /// The buffer, handed back.
+    /// A read's buffer, handed back (a write's bytes stay with the owner).
     pub buf: Option<IoBuf>,
     /// Text for a physpath request.
     pub text: Option<String>,

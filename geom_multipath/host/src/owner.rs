@@ -11,7 +11,8 @@
 //! Nothing here blocks on a device: data I/O runs on path workers, and the few reads and
 //! writes the class makes itself (labels, taste) run on a helper thread with a deadline.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use crate::exports::SharedExports;
 use crate::msg::{Completion, IoOp, IoReply, IoRequest, Msg, OwnerHandle, OwnerInbox, ReplyFn};
 use crate::nop::{NopClass, NopDevice, NopHost};
 use crate::providers::{Consumer, ProviderTable, Source};
-use crate::workers::{Work, WorkOp, Workers};
+use crate::workers::{Work, WorkBuf, WorkOp, Workers};
 
 /// How long a control-path read or write (label, taste) may take before it counts as failed.
 pub const CONTROL_IO_DEADLINE: Duration = Duration::from_secs(30);
@@ -50,15 +51,33 @@ enum Job {
     Retaste(String),
 }
 
+/// A request's data while it is served.
+enum Data {
+    /// No data (flush, delete, physpath).
+    None,
+    /// A read of `len` bytes; the buffer is here between attempts (a hung attempt keeps
+    /// its own, and a reissue gets a new one).
+    Read { len: usize, buf: Option<IoBuf> },
+    /// A write: its bytes, shared with whichever attempt is sending them.
+    Write(Arc<IoBuf>),
+}
+
 /// One request being served.
 struct InFlight {
     bio: Bio,
-    buf: Option<IoBuf>,
+    data: Data,
     text: Option<String>,
     reply: Option<ReplyFn>,
     attempt: u32,
     started: Instant,
 }
+
+/// Where a timed-out attempt was sent: its late answer lifts the fence on that provider
+/// once it is the last one out.
+type Abandoned = HashMap<(u64, u32), String>;
+
+/// The per-path override of `kern.geom.multipath.io_timeout`: `<knob>.<provider>`.
+pub const IO_TIMEOUT_OVERRIDE_PREFIX: &str = "kern.geom.multipath.io_timeout.";
 
 /// How the host runs.
 pub struct Settings {
@@ -80,6 +99,12 @@ pub struct Owner {
     workers: Workers,
     inflight: HashMap<u64, InFlight>,
     next_token: u64,
+    /// Attempt deadlines, earliest first: (when, token, attempt).
+    deadlines: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    /// Timed-out attempts whose answers have not come back yet.
+    abandoned: Abandoned,
+    /// Per-provider `io_timeout` overrides, in seconds.
+    io_timeouts: BTreeMap<String, u32>,
     queue: VecDeque<Job>,
     pub(crate) console: Console,
     settings: Settings,
@@ -104,6 +129,9 @@ impl Owner {
             workers: Workers::new(handle),
             inflight: HashMap::new(),
             next_token: 1,
+            deadlines: BinaryHeap::new(),
+            abandoned: HashMap::new(),
+            io_timeouts: BTreeMap::new(),
             queue: VecDeque::new(),
             console: Console::new(),
             settings,
@@ -236,12 +264,19 @@ impl Owner {
     fn io(&mut self, req: IoRequest) {
         let token = self.next_token;
         self.next_token += 1;
-        let (op, len, buf) = match req.op {
-            IoOp::Read(buf) => (Op::Read, buf.len() as u64, Some(buf)),
-            IoOp::Write(buf) => (Op::Write, buf.len() as u64, Some(buf)),
-            IoOp::Flush => (Op::Flush, 0, None),
-            IoOp::Delete(len) => (Op::Delete, len, None),
-            IoOp::Physpath => (Op::GetAttr { physpath: true }, 0, None),
+        let (op, len, data) = match req.op {
+            IoOp::Read(buf) => (
+                Op::Read,
+                buf.len() as u64,
+                Data::Read {
+                    len: buf.len(),
+                    buf: Some(buf),
+                },
+            ),
+            IoOp::Write(buf) => (Op::Write, buf.len() as u64, Data::Write(Arc::new(buf))),
+            IoOp::Flush => (Op::Flush, 0, Data::None),
+            IoOp::Delete(len) => (Op::Delete, len, Data::None),
+            IoOp::Physpath => (Op::GetAttr { physpath: true }, 0, Data::None),
         };
         let mut bio = Bio::new(token, req.geom, op, req.offset, len);
         match self.class.start(&mut bio) {
@@ -251,7 +286,7 @@ impl Owner {
                     token,
                     InFlight {
                         bio,
-                        buf,
+                        data,
                         text: None,
                         reply: Some(req.reply),
                         attempt: 1,
@@ -263,13 +298,12 @@ impl Owner {
         }
     }
 
-    /// Sends the current attempt of `token` to `path`'s workers.
+    /// Sends the current attempt of `token` to `path`'s workers, with its deadline.
     fn dispatch(&mut self, token: u64, path: PathId) {
         let Some(entry) = self.inflight.get_mut(&token) else {
             return;
         };
         let name = self.paths.get(&path).cloned().unwrap_or_default();
-        let device = self.providers.device(&name);
         let op = match entry.bio.op {
             Op::Read => WorkOp::Read,
             Op::Write => WorkOp::Write,
@@ -278,38 +312,129 @@ impl Owner {
             Op::GetAttr { .. } | Op::Other(_) => WorkOp::Physpath,
         };
         let attempt = entry.attempt;
-        let buf = entry.buf.take();
-        match device {
-            Some(device) => {
-                let work = Work {
-                    token,
-                    attempt,
-                    op,
-                    offset: entry.bio.offset,
-                    buf,
-                    device,
-                };
-                self.workers.submit(path, &name, work);
+        let buf = match &mut entry.data {
+            Data::None => WorkBuf::None,
+            Data::Read { len, buf } => {
+                WorkBuf::Read(buf.take().unwrap_or_else(|| IoBuf::zeroed(*len)))
             }
-            // A path whose provider is not open cannot carry I/O: ENXIO fails it over.
-            None => self.completion(Completion {
+            Data::Write(bytes) => WorkBuf::Write(bytes.clone()),
+        };
+        let offset = entry.bio.offset;
+        // A fenced provider carries nothing: a timed-out request may still be out there.
+        let device = if self.providers.is_fenced(&name) {
+            None
+        } else {
+            self.providers.device(&name)
+        };
+        let Some(device) = device else {
+            // A path whose provider is not open (or is fenced) cannot carry I/O: ENXIO
+            // fails it over.
+            let buf = match buf {
+                WorkBuf::Read(b) => Some(b),
+                WorkBuf::None | WorkBuf::Write(_) => None,
+            };
+            self.completion(Completion {
                 token,
                 attempt,
                 buf,
                 text: None,
                 result: Err(Errno::ENXIO),
-            }),
+            });
+            return;
+        };
+        if let Some(limit) = self.io_timeout(&name) {
+            self.deadlines
+                .push(Reverse((Instant::now() + limit, token, attempt)));
+        }
+        let work = Work {
+            token,
+            attempt,
+            op,
+            offset,
+            buf,
+            device,
+        };
+        self.workers.submit(path, &name, work);
+    }
+
+    /// The deadline of one request on provider `name`, if any: its override, else
+    /// `kern.geom.multipath.io_timeout`; 0 means wait for ever (FreeBSD's behaviour).
+    fn io_timeout(&self, name: &str) -> Option<Duration> {
+        let secs = self
+            .io_timeouts
+            .get(name)
+            .copied()
+            .unwrap_or_else(|| self.class.tunables().io_timeout());
+        (secs > 0).then(|| Duration::from_secs(u64::from(secs)))
+    }
+
+    /// When the earliest attempt deadline falls, if any attempt has one.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+    }
+
+    /// Gives up on every attempt whose deadline has passed: its provider is fenced, so
+    /// nothing sent later through that path can race with the late copy, and the class
+    /// counts the attempt as ENXIO on that path (FAIL, and a reissue elsewhere).
+    pub fn expire(&mut self, now: Instant) {
+        while let Some(&Reverse((at, token, attempt))) = self.deadlines.peek() {
+            if at > now {
+                return;
+            }
+            self.deadlines.pop();
+            let Some(entry) = self.inflight.get(&token) else {
+                continue; // answered in time
+            };
+            if entry.attempt != attempt {
+                continue; // an older attempt, answered or abandoned already
+            }
+            let Some(path) = entry.bio.path() else {
+                continue;
+            };
+            let name = self.paths.get(&path).cloned().unwrap_or_default();
+            let waited = now.saturating_duration_since(entry.started);
+            tracing::warn!(
+                "{name}: no answer to a request within its deadline ({:.1} s); fencing the path",
+                waited.as_secs_f64()
+            );
+            self.providers.fence(&name);
+            self.completion(Completion {
+                token,
+                attempt,
+                buf: None,
+                text: None,
+                result: Err(Errno::ENXIO),
+            });
+            self.abandoned.insert((token, attempt), name);
         }
     }
 
+    /// The late answer of an abandoned attempt arrived: once it is the last one out on its
+    /// provider, the fence lifts (the path stays FAIL until restored).
+    fn late_answer(&mut self, token: u64, attempt: u32) -> bool {
+        let Some(name) = self.abandoned.remove(&(token, attempt)) else {
+            return false;
+        };
+        if !self.abandoned.values().any(|n| *n == name) {
+            self.providers.unfence(&name);
+            tracing::info!("{name}: the late answer arrived; the path may carry requests again");
+        }
+        true
+    }
+
     fn completion(&mut self, c: Completion) {
+        if self.late_answer(c.token, c.attempt) {
+            return; // an attempt given up on at its deadline: its answer is discarded
+        }
         let Some(entry) = self.inflight.get_mut(&c.token) else {
-            return; // answered already: a late completion
+            return; // answered already
         };
         if c.attempt != entry.attempt {
-            return; // an attempt the owner gave up on
+            return;
         }
-        entry.buf = c.buf;
+        if let (Data::Read { buf, .. }, Some(b)) = (&mut entry.data, c.buf) {
+            *buf = Some(b);
+        }
         if c.text.is_some() {
             entry.text = c.text;
         }
@@ -574,13 +699,34 @@ impl Owner {
         }
     }
 
+    fn override_answer(&self, provider: &str, old: Option<u32>) -> KnobAnswer {
+        KnobAnswer {
+            name: format!("{IO_TIMEOUT_OVERRIDE_PREFIX}{provider}"),
+            value: u64::from(self.io_timeouts.get(provider).copied().unwrap_or(0)),
+            old: old.map(u64::from),
+            description: format!("io_timeout for requests to {provider}"),
+        }
+    }
+
     fn sysctl_get(&self, name: &str) -> Answer {
         if name.is_empty() || name == sysctl::NODE {
-            let all = sysctl::TABLE
+            let mut all: Vec<KnobAnswer> = sysctl::TABLE
                 .iter()
                 .map(|t| self.knob_answer(t, None))
                 .collect();
+            all.extend(
+                self.io_timeouts
+                    .keys()
+                    .map(|p| self.override_answer(p, None)),
+            );
             return Answer::Sysctl(all);
+        }
+        if let Some(provider) = name.strip_prefix(IO_TIMEOUT_OVERRIDE_PREFIX) {
+            return if self.io_timeouts.contains_key(provider) {
+                Answer::Sysctl(vec![self.override_answer(provider, None)])
+            } else {
+                failed(Errno(libc::ENOENT))
+            };
         }
         match sysctl::lookup(name).filter(|t| t.name == name) {
             Some(t) => Answer::Sysctl(vec![self.knob_answer(t, None)]),
@@ -588,7 +734,32 @@ impl Owner {
         }
     }
 
+    /// Sets the `io_timeout` of requests to provider `provider` (an override of the
+    /// knob); returns the value that applied before.
+    pub fn set_io_timeout(&mut self, provider: &str, value: &str) -> Result<u32, sysctl::SetError> {
+        let mut check = Values::default();
+        check.set_text(Knob::IoTimeout, value)?;
+        let secs = check.io_timeout();
+        let before = self
+            .io_timeouts
+            .insert(provider.to_string(), secs)
+            .unwrap_or_else(|| self.class.tunables().io_timeout());
+        Ok(before)
+    }
+
     fn sysctl_set(&mut self, name: &str, value: &str) -> Answer {
+        if let Some(provider) = name.strip_prefix(IO_TIMEOUT_OVERRIDE_PREFIX) {
+            if provider.is_empty() {
+                return failed(Errno(libc::ENOENT));
+            }
+            return match self.set_io_timeout(provider, value) {
+                Ok(old) => Answer::Sysctl(vec![self.override_answer(provider, Some(old))]),
+                Err(e) => Answer::Failed {
+                    errno: libc::EINVAL,
+                    text: e.to_string(),
+                },
+            };
+        }
         let Some(t) = sysctl::lookup(name).filter(|t| t.name == name) else {
             return failed(Errno(libc::ENOENT));
         };
@@ -685,9 +856,13 @@ fn failed(e: Errno) -> Answer {
 /// What a delivered request hands back.
 fn payload(entry: &mut InFlight, append: Option<&'static str>) -> IoReply {
     match entry.bio.op {
-        Op::Read | Op::Write => match entry.buf.take() {
-            Some(buf) => IoReply::Data(buf),
-            None => IoReply::Done,
+        Op::Read | Op::Write => match std::mem::replace(&mut entry.data, Data::None) {
+            Data::Read { buf: Some(buf), .. } => IoReply::Data(buf),
+            // A hung attempt may still hold the bytes: copy them rather than wait.
+            Data::Write(bytes) => IoReply::Data(
+                Arc::try_unwrap(bytes).unwrap_or_else(|b| IoBuf::from_slice(b.as_slice())),
+            ),
+            Data::Read { buf: None, .. } | Data::None => IoReply::Done,
         },
         Op::GetAttr { .. } => {
             let mut text = entry.text.take().unwrap_or_default();
@@ -893,9 +1068,13 @@ pub fn run(owner: &mut Owner, inbox: &OwnerInbox, sources: &mut dyn Sources) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     while !owner.stopping() {
-        let wait = next_check.saturating_duration_since(Instant::now());
-        let timeout =
-            PollTimeout::try_from(wait.as_millis().min(60_000) as u32).unwrap_or(PollTimeout::MAX);
+        let wake = owner
+            .next_deadline()
+            .map_or(next_check, |d| d.min(next_check));
+        let wait = wake.saturating_duration_since(Instant::now());
+        // Rounded up, so the loop never wakes just before a deadline and spins.
+        let millis = wait.as_micros().div_ceil(1000).min(60_000) as u32;
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         {
             let extra = sources.fds();
             let mut fds: Vec<PollFd<'_>> = std::iter::once(inbox.waker.as_fd())
@@ -915,6 +1094,7 @@ pub fn run(owner: &mut Owner, inbox: &OwnerInbox, sources: &mut dyn Sources) {
                 break;
             }
         }
+        owner.expire(Instant::now());
         if Instant::now() >= next_check {
             next_check = Instant::now() + CHECK_INTERVAL;
             sources.tick(owner);

@@ -126,6 +126,8 @@ pub struct Provider {
     pub source: Source,
     /// Its provider went away; it is kept only until its holders let go.
     pub gone: bool,
+    /// No request may go through it (a timed-out request is still out there).
+    fenced: bool,
     consumers: BTreeMap<Consumer, Counts>,
     device: Option<Arc<dyn Device>>,
     slot: Slot,
@@ -168,6 +170,7 @@ impl ProviderTable {
                         info,
                         source,
                         gone: false,
+                        fenced: false,
                         consumers: BTreeMap::new(),
                         device: None,
                         slot: Arc::default(),
@@ -233,6 +236,32 @@ impl ProviderTable {
     pub fn handle(&self, name: &str) -> Option<Arc<dyn Device>> {
         let slot = self.providers.get(name)?.slot.clone();
         Some(Arc::new(Forward { slot }))
+    }
+
+    /// Fences `name`: no request may go through it until [`unfence`](Self::unfence), and
+    /// its device is told to stop (an NBD connection is cut). Returns `false` if there is
+    /// no such provider.
+    pub fn fence(&mut self, name: &str) -> bool {
+        let Some(p) = self.providers.get_mut(name) else {
+            return false;
+        };
+        p.fenced = true;
+        if let Some(d) = &p.device {
+            d.fence();
+        }
+        true
+    }
+
+    /// Lifts the fence on `name`.
+    pub fn unfence(&mut self, name: &str) {
+        if let Some(p) = self.providers.get_mut(name) {
+            p.fenced = false;
+        }
+    }
+
+    /// `true` while `name` is fenced.
+    pub fn is_fenced(&self, name: &str) -> bool {
+        self.providers.get(name).is_some_and(|p| p.fenced)
     }
 
     /// `true` if `name` is stacked on another provider (a NOP).

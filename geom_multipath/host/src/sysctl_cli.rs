@@ -12,6 +12,8 @@ use std::io::Write;
 use geom_multipath::sysctl;
 use geom_multipath_proto::{Answer, Call, Knob};
 
+use crate::owner::IO_TIMEOUT_OVERRIDE_PREFIX;
+
 /// The output flags.
 #[derive(Clone, Copy, Debug, Default)]
 struct Flags {
@@ -86,10 +88,17 @@ fn one(
     daemon: &mut dyn FnMut(Call) -> std::io::Result<Answer>,
     out: &mut dyn Write,
 ) -> Result<(), String> {
-    let (name, value) = match arg.split_once('=') {
+    // Split at the last '=': values are numbers, names may contain '=' (an NBD URI in a
+    // per-path io_timeout override).
+    let (name, value) = match arg.rsplit_once('=') {
         Some((n, v)) => (n, Some(v)),
         None => (arg, None),
     };
+    if let Some(provider) = name.strip_prefix(IO_TIMEOUT_OVERRIDE_PREFIX) {
+        if !provider.is_empty() {
+            return per_path(arg, name, value, flags, daemon, out);
+        }
+    }
     let matching: Vec<&sysctl::Tunable> = sysctl::TABLE
         .iter()
         .filter(|t| t.name == name || t.name.starts_with(&format!("{name}.")))
@@ -136,6 +145,42 @@ fn one(
         }
     }
     Ok(())
+}
+
+/// `kern.geom.multipath.io_timeout.<provider>`: a per-path override of the deadline.
+fn per_path(
+    arg: &str,
+    name: &str,
+    value: Option<&str>,
+    flags: Flags,
+    daemon: &mut dyn FnMut(Call) -> std::io::Result<Answer>,
+    out: &mut dyn Write,
+) -> Result<(), String> {
+    let call = match value {
+        Some(v) if v.trim().parse::<u32>().is_err() => {
+            return Err(format!("invalid unsigned integer '{v}'"));
+        }
+        Some(v) => Call::SysctlSet {
+            name: name.to_string(),
+            value: v.to_string(),
+        },
+        None => Call::SysctlGet {
+            name: name.to_string(),
+        },
+    };
+    match ask(daemon, call)? {
+        Answer::Sysctl(knobs) => {
+            knobs.iter().for_each(|k| print(out, k, flags));
+            Ok(())
+        }
+        Answer::Failed { errno, .. } if errno == libc::ENOENT => Err(if flags.quiet {
+            String::new()
+        } else {
+            format!("unknown oid '{name}'")
+        }),
+        Answer::Failed { text, .. } => Err(format!("{arg}: {text}")),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
 }
 
 fn ask(

@@ -41,6 +41,18 @@ pub enum WorkOp {
     Physpath,
 }
 
+/// The data of one attempt: a read fills its own buffer; a write's bytes are shared with
+/// the owner, which keeps them for a reissue while a hung attempt still holds its copy.
+#[derive(Debug)]
+pub enum WorkBuf {
+    /// No data (flush, delete, physpath).
+    None,
+    /// Fill this buffer; it comes back in the completion.
+    Read(IoBuf),
+    /// Write these bytes.
+    Write(Arc<IoBuf>),
+}
+
 /// One attempt of one request on one path.
 pub struct Work {
     /// The owner's in-flight entry.
@@ -51,8 +63,8 @@ pub struct Work {
     pub op: WorkOp,
     /// Byte offset.
     pub offset: u64,
-    /// The data buffer, if any.
-    pub buf: Option<IoBuf>,
+    /// The data.
+    pub buf: WorkBuf,
     /// The path's device.
     pub device: Arc<dyn Device>,
 }
@@ -60,32 +72,37 @@ pub struct Work {
 impl Work {
     fn run(mut self) -> Completion {
         let mut text = None;
-        let result = match (&self.op, self.buf.as_mut()) {
-            (WorkOp::Read, Some(buf)) => self.device.read_at(buf.as_mut_slice(), self.offset),
-            (WorkOp::Write, Some(buf)) => self.device.write_at(buf.as_slice(), self.offset),
-            (WorkOp::Read | WorkOp::Write, None) => Err(Errno::EINVAL),
+        let result = match (&self.op, &mut self.buf) {
+            (WorkOp::Read, WorkBuf::Read(buf)) => {
+                self.device.read_at(buf.as_mut_slice(), self.offset)
+            }
+            (WorkOp::Write, WorkBuf::Write(buf)) => {
+                self.device.write_at(buf.as_slice(), self.offset)
+            }
+            (WorkOp::Read | WorkOp::Write, _) => Err(Errno::EINVAL),
             (WorkOp::Flush, _) => self.device.flush(),
             (WorkOp::Delete(len), _) => self.device.discard(self.offset, *len),
             (WorkOp::Physpath, _) => self.device.physpath().map(|p| {
                 text = Some(p);
             }),
         };
-        Completion {
-            token: self.token,
-            attempt: self.attempt,
-            buf: self.buf,
-            text,
-            result,
-        }
+        self.complete(text, result)
     }
 
     fn refuse(self, error: Errno) -> Completion {
+        self.complete(None, Err(error))
+    }
+
+    fn complete(self, text: Option<String>, result: Result<(), Errno>) -> Completion {
         Completion {
             token: self.token,
             attempt: self.attempt,
-            buf: self.buf,
-            text: None,
-            result: Err(error),
+            buf: match self.buf {
+                WorkBuf::Read(buf) => Some(buf),
+                WorkBuf::None | WorkBuf::Write(_) => None,
+            },
+            text,
+            result,
         }
     }
 }
@@ -208,7 +225,7 @@ mod tests {
             attempt: 1,
             op: WorkOp::Write,
             offset: 512,
-            buf: Some(IoBuf::from_slice(&[9; 512])),
+            buf: WorkBuf::Write(Arc::new(IoBuf::from_slice(&[9; 512]))),
             device: dev.clone(),
         };
         w.submit(p, "md0", write);
@@ -219,7 +236,7 @@ mod tests {
             attempt: 2,
             op: WorkOp::Read,
             offset: 512,
-            buf: Some(IoBuf::zeroed(512)),
+            buf: WorkBuf::Read(IoBuf::zeroed(512)),
             device: dev,
         };
         w.submit(p, "md0", read);
@@ -246,7 +263,7 @@ mod tests {
                 attempt: 1,
                 op: WorkOp::Read,
                 offset: 0,
-                buf: Some(IoBuf::zeroed(512)),
+                buf: WorkBuf::Read(IoBuf::zeroed(512)),
                 device: dev,
             },
         );

@@ -2,7 +2,8 @@
 //! export, data requests through path workers, failover with reissue, and errors that end
 //! in bounded time. No root needed.
 
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Duration;
 
 use geom_multipath::{Errno, ProviderInfo, Request};
@@ -13,24 +14,48 @@ use geom_multipath_host::owner::{self, Owner, Settings, Sources};
 use geom_multipath_host::providers::Source;
 use geom_multipath_proto::{Answer, Call};
 
-/// One path to a shared disk, with its own fault switch.
+/// One path to a shared disk, with its own fault switch, a hang switch, and a count of
+/// the writes that reached it.
 struct PathTo {
     disk: Arc<MemDevice>,
     faults: Mutex<MemFaults>,
+    hang: Mutex<bool>,
+    released: Condvar,
+    writes: AtomicUsize,
+    fenced: AtomicBool,
+}
+
+impl PathTo {
+    fn wait_while_hung(&self) {
+        let mut hung = self.hang.lock().unwrap();
+        while *hung {
+            hung = self.released.wait(hung).unwrap();
+        }
+    }
+    fn set_hang(&self, on: bool) {
+        *self.hang.lock().unwrap() = on;
+        self.released.notify_all();
+    }
 }
 
 impl Device for PathTo {
     fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), Errno> {
+        self.wait_while_hung();
         match self.faults.lock().unwrap().read {
             Some(e) => Err(e),
             None => self.disk.read_at(buf, offset),
         }
     }
     fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), Errno> {
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        self.wait_while_hung();
         match self.faults.lock().unwrap().write {
             Some(e) => Err(e),
             None => self.disk.write_at(buf, offset),
         }
+    }
+    fn fence(&self) {
+        self.fenced.store(true, Ordering::SeqCst);
     }
     fn flush(&self) -> Result<(), Errno> {
         Ok(())
@@ -81,6 +106,10 @@ fn host(n: usize) -> Host {
             Arc::new(PathTo {
                 disk: disk.clone(),
                 faults: Mutex::new(MemFaults::default()),
+                hang: Mutex::new(false),
+                released: Condvar::new(),
+                writes: AtomicUsize::new(0),
+                fenced: AtomicBool::new(false),
             })
         })
         .collect();
@@ -310,5 +339,105 @@ fn unknown_classes_and_sysctls_are_errors() {
             errno: libc::ENOENT,
             ..
         }
+    ));
+}
+
+#[test]
+fn a_hung_path_is_failed_over_at_its_deadline_and_fenced_until_its_late_answer() {
+    let h = host(2);
+    h.verb("create", &AP, &["FRED", "md0", "md1"]);
+    h.handle.access(h.geom("FRED"), 1, 1, 0).unwrap();
+    match h.handle.call(Call::SysctlSet {
+        name: "kern.geom.multipath.io_timeout.md0".into(),
+        value: "1".into(),
+    }) {
+        Answer::Sysctl(k) => assert_eq!((k[0].old, k[0].value), (Some(0), 1)),
+        other => panic!("{other:?}"),
+    }
+    h.paths[0].set_hang(true);
+    let data = vec![0x77; 4096];
+    // md0 never answers; at its deadline the write is reissued on md1 and succeeds.
+    assert!(h.io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 0).is_ok());
+    assert!(h.paths[0].fenced.load(Ordering::SeqCst), "the device was told to stop");
+    assert_eq!(h.paths[1].disk.peek(0, 4096), data);
+    assert!(h
+        .messages()
+        .contains(&"GEOM_MULTIPATH: Error 6, md0 in FRED marked FAIL".to_string()));
+    // While the late write is out, nothing reaches md0, even restored and preferred.
+    h.verb("restore", &[], &["FRED", "md0"]);
+    h.verb("prefer", &[], &["FRED", "md0"]);
+    let before = h.paths[0].writes.load(Ordering::SeqCst);
+    assert!(h.io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 8192).is_ok());
+    assert_eq!(h.paths[0].writes.load(Ordering::SeqCst), before, "fenced");
+    assert_eq!(h.verb("getactive", &[], &["FRED"]), "md1\n");
+    // The late answer arrives; md0 may carry requests again once restored.
+    h.paths[0].set_hang(false);
+    let mut tries = 0;
+    loop {
+        h.verb("restore", &[], &["FRED", "md0"]);
+        h.verb("prefer", &[], &["FRED", "md0"]);
+        assert!(h.io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 16384).is_ok());
+        if h.verb("getactive", &[], &["FRED"]) == "md0\n" {
+            break;
+        }
+        tries += 1;
+        assert!(tries < 200, "md0 never came back after its late answer");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(h.paths[0].writes.load(Ordering::SeqCst) > before);
+}
+
+#[test]
+fn without_a_deadline_a_hung_path_holds_its_request_as_freebsd_does() {
+    let h = host(2);
+    h.verb("create", &AP, &["FRED", "md0", "md1"]);
+    h.handle.access(h.geom("FRED"), 1, 1, 0).unwrap();
+    h.paths[0].set_hang(true);
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    h.handle.io(IoRequest {
+        geom: h.geom("FRED"),
+        op: IoOp::Write(IoBuf::zeroed(512)),
+        offset: 0,
+        reply: Box::new(move |r| {
+            let _ = tx.send(r.is_ok());
+        }),
+    });
+    assert!(
+        rx.recv_timeout(Duration::from_millis(1500)).is_err(),
+        "io_timeout=0 waits for the device"
+    );
+    h.paths[0].set_hang(false);
+    assert_eq!(rx.recv_timeout(Duration::from_secs(20)), Ok(true));
+}
+
+#[test]
+fn io_timeout_overrides_are_sysctls() {
+    let h = host(1);
+    let get = |name: &str| h.handle.call(Call::SysctlGet { name: name.into() });
+    assert!(matches!(get("kern.geom.multipath.io_timeout.md0"), Answer::Failed { errno: libc::ENOENT, .. }));
+    h.handle.call(Call::SysctlSet {
+        name: "kern.geom.multipath.io_timeout".into(),
+        value: "7".into(),
+    });
+    match h.handle.call(Call::SysctlSet {
+        name: "kern.geom.multipath.io_timeout.md0".into(),
+        value: "3".into(),
+    }) {
+        Answer::Sysctl(k) => assert_eq!((k[0].old, k[0].value), (Some(7), 3), "old: the knob it overrides"),
+        other => panic!("{other:?}"),
+    }
+    match get("") {
+        Answer::Sysctl(all) => {
+            assert_eq!(all.len(), 4);
+            assert_eq!(all[3].name, "kern.geom.multipath.io_timeout.md0");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        h.handle.call(Call::SysctlSet {
+            name: "kern.geom.multipath.io_timeout.md0".into(),
+            value: "99999999".into()
+        }),
+        Answer::Failed { errno: libc::EINVAL, .. }
     ));
 }
