@@ -4,4 +4,5 @@
 
 mod admin;
 mod data;
+mod faults;
 mod verbs;

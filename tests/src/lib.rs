@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use geom_multipath_proto::{roundtrip, Answer, Call};
 
+pub mod faultfs;
+
 /// How long the tests wait for anything that should happen by itself.
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -62,6 +64,16 @@ pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(100));
     }
+}
+
+/// Waits until `f` gives a value, checking every few milliseconds, for at most `DEADLINE`.
+pub fn wait_for<T>(mut f: impl FnMut() -> Option<T>) -> T {
+    let mut found = None;
+    wait_until("a condition", || {
+        found = f();
+        found.is_some()
+    });
+    found.expect("found")
 }
 
 /// A program's outcome.
