@@ -22,8 +22,22 @@ else
     echo "SKIPPED: rustup target x86_64-unknown-none is not installed (.ci/run installs it)"
 fi
 
+step "FreeBSD type-check: CLI and sys crate (x86_64-unknown-freebsd; check, not link)"
+if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-freebsd; then
+    cargo check --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys -j2
+    cargo clippy --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys --all-targets -j2 -- -D warnings
+else
+    echo "SKIPPED: rustup target x86_64-unknown-freebsd is not installed (.ci/run installs it)"
+fi
+
+step "manual pages (mandoc -T lint -W warning)"
+man/lint.sh
+
 step "build the programs the end-to-end tests run"
 cargo build --workspace --bins -j2
+
+step "FreeBSD port: pkg-plist against a staged install"
+port/check-plist.sh
 
 step "tests"
 log=$(mktemp)

@@ -5,23 +5,46 @@
 //! name (`gmultipath`, `gnop`) or from the first argument (`geom multipath ...`). Requests go
 //! to the FreeBSD kernel or to the userland host through a [`backend::Backend`]; `list` and
 //! `status` render the GEOM tree's XML ([`mesh`], [`render`]) exactly as geom(8) does.
+//!
+//! Which backend [`main`] picks: on FreeBSD the kernel (`freebsd::KernelBackend`: the
+//! `GEOM_CTL` ioctl, `kern.geom.confxml`, kldload), unless `GMULTIPATH_SOCKET` is set, in
+//! which case the userland host on that socket, as everywhere else.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod backend;
 pub mod classes;
+#[cfg(target_os = "freebsd")]
+pub mod freebsd;
+pub mod gctl;
 pub mod getopt;
 pub mod humanize;
+pub mod kld;
 pub mod mesh;
 pub mod providers;
 pub mod render;
 pub mod run;
 
 /// `strerror(errno)` for an I/O error: the bare C text, without Rust's "(os error N)".
+/// On FreeBSD it is the C library's own text (`Device busy`), as geom(8) prints it.
 pub fn strerror(e: &std::io::Error) -> String {
     match e.raw_os_error() {
+        #[cfg(not(target_os = "freebsd"))]
         Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        #[cfg(target_os = "freebsd")]
+        Some(code) => os_strerror(code),
         None => e.to_string(),
+    }
+}
+
+/// The platform C library's `strerror(code)` (which `std` asks for an OS error's text),
+/// without `std`'s " (os error N)" suffix.
+pub fn os_strerror(code: i32) -> String {
+    let text = std::io::Error::from_raw_os_error(code).to_string();
+    let suffix = format!(" (os error {code})");
+    match text.strip_suffix(&suffix) {
+        Some(bare) => bare.to_string(),
+        None => text,
     }
 }
 
@@ -35,17 +58,33 @@ pub fn new_uuid() -> Option<String> {
     Some(uuid::Uuid::now_v1(&node).hyphenated().to_string())
 }
 
+/// geom(8)'s `main` for the thin `main`s of `gmultipath` and `gnop`: runs `argv` against
+/// the FreeBSD kernel on FreeBSD (unless `GMULTIPATH_SOCKET` names a userland host), else
+/// against the userland host; returns the exit status.
+pub fn main(argv: &[String]) -> i32 {
+    #[cfg(target_os = "freebsd")]
+    if std::env::var_os(geom_multipath_proto::SOCKET_ENV).is_none() {
+        return freebsd::main_with_kernel(argv);
+    }
+    main_with_host(argv)
+}
+
 /// Runs geom(8) against the userland host with the process's own stdio; returns the exit
-/// status. The thin `main`s of `gmultipath` and `gnop` call this.
+/// status.
 pub fn main_with_host(argv: &[String]) -> i32 {
     let mut backend = backend::HostBackend::default();
+    main_with(&mut backend, argv)
+}
+
+/// Runs geom(8) against `backend` with the process's own stdio; returns the exit status.
+pub fn main_with(backend: &mut dyn backend::Backend, argv: &[String]) -> i32 {
     let stdout = std::io::stdout();
     let stderr = std::io::stderr();
     let mut out = stdout.lock();
     let mut err = stderr.lock();
     let mut uuid = new_uuid;
     let mut env = run::Env {
-        backend: &mut backend,
+        backend,
         out: &mut out,
         err: &mut err,
         new_uuid: &mut uuid,
@@ -62,6 +101,13 @@ mod tests {
         assert_eq!(super::strerror(&e), "Invalid argument");
         let e = std::io::Error::from_raw_os_error(16);
         assert_eq!(super::strerror(&e), "Device or resource busy");
+    }
+
+    #[test]
+    fn os_strerror_is_the_c_librarys_bare_text() {
+        assert_eq!(super::os_strerror(22), "Invalid argument");
+        assert_eq!(super::os_strerror(2), "No such file or directory");
+        assert!(!super::os_strerror(16).contains("os error"));
     }
 
     #[test]

@@ -82,6 +82,7 @@ fn fio_verify(file: &Path, size: &str, seconds: Option<u64>) -> JoinHandle<Out> 
         "--verify_fatal=1",
         "--do_verify=1",
         "--randrepeat=0",
+        "--verify_state_save=0",
     ]
     .map(String::from)
     .into();

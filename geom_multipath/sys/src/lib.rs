@@ -1,7 +1,14 @@
 //! The userland programs' only `unsafe` code (the kernel module's glue is the other place):
 //! the block-device ioctls Linux offers no safe wrapper for (size, logical and physical
-//! sector size, I/O hints), and detaching the daemon into its own session. Every block
-//! carries a `SAFETY:` comment naming the invariant it relies on.
+//! sector size, I/O hints), detaching the daemon into its own session, and on FreeBSD the
+//! calls geom(8) makes (`freebsd`: the `GEOM_CTL` ioctl, `sysctlbyname`, the kld calls,
+//! the disk ioctls). Every block carries a `SAFETY:` comment naming the invariant it relies
+//! on.
+//!
+//! What can be checked without FreeBSD is kept apart from the calls and compiled
+//! everywhere, so its tests run on Linux: the `gctl_req` layout and its wiring
+//! ([`gctl`]), FreeBSD's ioctl numbers ([`ioccom`]) and the sysctl read loop
+//! ([`sized_read`]). None of those modules holds `unsafe` code.
 //!
 //! Everything else the programs need from the kernel (inotify, netlink, eventfd, poll, peer
 //! credentials, fallocate, mknod) has a safe API in `nix` or `std`.
@@ -9,8 +16,18 @@
 #![deny(missing_docs)]
 
 use std::io;
+#[cfg(target_os = "linux")]
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::process::Command;
+
+#[cfg(target_os = "freebsd")]
+pub mod freebsd;
+pub mod gctl;
+pub mod ioccom;
+pub mod sized_read;
+
+#[cfg(target_os = "freebsd")]
+pub use freebsd::block_geometry;
 
 /// What the kernel says about a block device's shape.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -26,6 +43,7 @@ pub struct BlockGeometry {
 }
 
 /// The raw ioctl wrappers `nix` generates (`unsafe fn`s, private to this module).
+#[cfg(target_os = "linux")]
 mod raw {
     #![allow(missing_docs)]
     nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
@@ -33,9 +51,11 @@ mod raw {
     nix::ioctl_read_bad!(blkpbszget, nix::request_code_none!(0x12, 123), libc::c_uint);
     nix::ioctl_read_bad!(blkioopt, nix::request_code_none!(0x12, 121), libc::c_uint);
 }
+#[cfg(target_os = "linux")]
 use raw::{blkgetsize64, blkioopt, blkpbszget, blksszget};
 
 /// Asks the kernel for the geometry of the block device open on `fd`.
+#[cfg(target_os = "linux")]
 pub fn block_geometry(fd: BorrowedFd<'_>) -> io::Result<BlockGeometry> {
     let raw = fd.as_raw_fd();
     let mut size: u64 = 0;
@@ -72,7 +92,7 @@ pub fn new_session(cmd: &mut Command) -> &mut Command {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_os = "linux"))]
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
