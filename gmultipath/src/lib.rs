@@ -25,26 +25,12 @@ pub mod providers;
 pub mod render;
 pub mod run;
 
-/// `strerror(errno)` for an I/O error: the bare C text, without Rust's "(os error N)".
-/// On FreeBSD it is the C library's own text (`Device busy`), as geom(8) prints it.
+/// `strerror(errno)` for an I/O error: the C library's bare text, without Rust's
+/// "(os error N)", as geom(8) prints it.
 pub fn strerror(e: &std::io::Error) -> String {
     match e.raw_os_error() {
-        #[cfg(not(target_os = "freebsd"))]
-        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
-        #[cfg(target_os = "freebsd")]
-        Some(code) => os_strerror(code),
+        Some(code) => geom_multipath_sys::strerror(code),
         None => e.to_string(),
-    }
-}
-
-/// The platform C library's `strerror(code)` (which `std` asks for an OS error's text),
-/// without `std`'s " (os error N)" suffix.
-pub fn os_strerror(code: i32) -> String {
-    let text = std::io::Error::from_raw_os_error(code).to_string();
-    let suffix = format!(" (os error {code})");
-    match text.strip_suffix(&suffix) {
-        Some(bare) => bare.to_string(),
-        None => text,
     }
 }
 
@@ -101,13 +87,6 @@ mod tests {
         assert_eq!(super::strerror(&e), "Invalid argument");
         let e = std::io::Error::from_raw_os_error(16);
         assert_eq!(super::strerror(&e), "Device or resource busy");
-    }
-
-    #[test]
-    fn os_strerror_is_the_c_librarys_bare_text() {
-        assert_eq!(super::os_strerror(22), "Invalid argument");
-        assert_eq!(super::os_strerror(2), "No such file or directory");
-        assert!(!super::os_strerror(16).contains("os error"));
     }
 
     #[test]

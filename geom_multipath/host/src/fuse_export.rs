@@ -186,7 +186,7 @@ impl std::fmt::Display for UnmountError {
             f,
             "cannot unmount {}: {} (is a file open or a loop device attached?)",
             self.export.mountpoint.display(),
-            self.errno.desc()
+            geom_multipath_sys::strerror(self.errno as i32)
         )
     }
 }
@@ -383,7 +383,7 @@ impl Drop for FuseExport {
                 tracing::warn!(
                     "left {} mounted: {} (is a file open or a loop device attached?)",
                     self.mountpoint.display(),
-                    errno.desc()
+                    geom_multipath_sys::strerror(errno as i32)
                 );
                 if let Some(session) = self.session.take() {
                     self.let_go(session);

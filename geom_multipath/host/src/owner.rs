@@ -849,7 +849,7 @@ enum ProviderOp {
 fn failed(e: Errno) -> Answer {
     Answer::Failed {
         errno: e.0,
-        text: nix::errno::Errno::from_raw(e.0).desc().to_string(),
+        text: geom_multipath_sys::strerror(e.0),
     }
 }
 

@@ -190,7 +190,7 @@ fn ask(
     daemon(call).map_err(|e| match e.raw_os_error() {
         Some(code) => format!(
             "cannot reach gmultipathd: {}",
-            nix::errno::Errno::from_raw(code).desc()
+            geom_multipath_sys::strerror(code)
         ),
         None => format!("cannot reach gmultipathd: {e}"),
     })

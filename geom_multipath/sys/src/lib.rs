@@ -29,6 +29,17 @@ pub mod sized_read;
 #[cfg(target_os = "freebsd")]
 pub use freebsd::block_geometry;
 
+/// The C library's `strerror(code)`, the text geom(8) prints (`Input/output error`;
+/// `Device busy` on FreeBSD, `Device or resource busy` with glibc), without the
+/// " (os error N)" that `std` adds.
+pub fn strerror(code: i32) -> String {
+    let text = io::Error::from_raw_os_error(code).to_string();
+    match text.strip_suffix(&format!(" (os error {code})")) {
+        Some(bare) => bare.to_string(),
+        None => text,
+    }
+}
+
 /// What the kernel says about a block device's shape.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct BlockGeometry {
@@ -94,6 +105,14 @@ pub fn new_session(cmd: &mut Command) -> &mut Command {
 
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
+    #[test]
+    fn strerror_is_the_c_librarys_bare_text() {
+        assert_eq!(super::strerror(22), "Invalid argument");
+        assert_eq!(super::strerror(2), "No such file or directory");
+        assert_eq!(super::strerror(5), "Input/output error");
+        assert!(!super::strerror(16).contains("os error"));
+    }
+
     use super::*;
     use std::os::fd::AsFd;
 
