@@ -357,8 +357,13 @@ fn a_hung_path_is_failed_over_at_its_deadline_and_fenced_until_its_late_answer()
     h.paths[0].set_hang(true);
     let data = vec![0x77; 4096];
     // md0 never answers; at its deadline the write is reissued on md1 and succeeds.
-    assert!(h.io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 0).is_ok());
-    assert!(h.paths[0].fenced.load(Ordering::SeqCst), "the device was told to stop");
+    assert!(h
+        .io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 0)
+        .is_ok());
+    assert!(
+        h.paths[0].fenced.load(Ordering::SeqCst),
+        "the device was told to stop"
+    );
     assert_eq!(h.paths[1].disk.peek(0, 4096), data);
     assert!(h
         .messages()
@@ -367,7 +372,9 @@ fn a_hung_path_is_failed_over_at_its_deadline_and_fenced_until_its_late_answer()
     h.verb("restore", &[], &["FRED", "md0"]);
     h.verb("prefer", &[], &["FRED", "md0"]);
     let before = h.paths[0].writes.load(Ordering::SeqCst);
-    assert!(h.io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 8192).is_ok());
+    assert!(h
+        .io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 8192)
+        .is_ok());
     assert_eq!(h.paths[0].writes.load(Ordering::SeqCst), before, "fenced");
     assert_eq!(h.verb("getactive", &[], &["FRED"]), "md1\n");
     // The late answer arrives; md0 may carry requests again once restored.
@@ -376,7 +383,9 @@ fn a_hung_path_is_failed_over_at_its_deadline_and_fenced_until_its_late_answer()
     loop {
         h.verb("restore", &[], &["FRED", "md0"]);
         h.verb("prefer", &[], &["FRED", "md0"]);
-        assert!(h.io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 16384).is_ok());
+        assert!(h
+            .io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 16384)
+            .is_ok());
         if h.verb("getactive", &[], &["FRED"]) == "md0\n" {
             break;
         }
@@ -414,7 +423,13 @@ fn without_a_deadline_a_hung_path_holds_its_request_as_freebsd_does() {
 fn io_timeout_overrides_are_sysctls() {
     let h = host(1);
     let get = |name: &str| h.handle.call(Call::SysctlGet { name: name.into() });
-    assert!(matches!(get("kern.geom.multipath.io_timeout.md0"), Answer::Failed { errno: libc::ENOENT, .. }));
+    assert!(matches!(
+        get("kern.geom.multipath.io_timeout.md0"),
+        Answer::Failed {
+            errno: libc::ENOENT,
+            ..
+        }
+    ));
     h.handle.call(Call::SysctlSet {
         name: "kern.geom.multipath.io_timeout".into(),
         value: "7".into(),
@@ -423,7 +438,11 @@ fn io_timeout_overrides_are_sysctls() {
         name: "kern.geom.multipath.io_timeout.md0".into(),
         value: "3".into(),
     }) {
-        Answer::Sysctl(k) => assert_eq!((k[0].old, k[0].value), (Some(7), 3), "old: the knob it overrides"),
+        Answer::Sysctl(k) => assert_eq!(
+            (k[0].old, k[0].value),
+            (Some(7), 3),
+            "old: the knob it overrides"
+        ),
         other => panic!("{other:?}"),
     }
     match get("") {
@@ -438,6 +457,9 @@ fn io_timeout_overrides_are_sysctls() {
             name: "kern.geom.multipath.io_timeout.md0".into(),
             value: "99999999".into()
         }),
-        Answer::Failed { errno: libc::EINVAL, .. }
+        Answer::Failed {
+            errno: libc::EINVAL,
+            ..
+        }
     ));
 }
