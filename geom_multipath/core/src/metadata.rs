@@ -182,8 +182,12 @@ fn decode_v1(sector: &[u8]) -> Result<Metadata, DecodeError> {
     if !check_uuid(uuid) {
         return Err(DecodeError::Uuid);
     }
-    let name = c_string(&sector[OFF_NAME..OFF_NAME + NAME_FIELD_LEN])
-        .ok_or(DecodeError::Name(NameError::BadCharacter))?;
+    let name_field = &sector[OFF_NAME..OFF_NAME + NAME_FIELD_LEN];
+    if !name_field.contains(&0) {
+        // Sixteen bytes and no terminator: a name longer than fits.
+        return Err(DecodeError::Name(NameError::TooLong));
+    }
+    let name = c_string(name_field).ok_or(DecodeError::Name(NameError::BadCharacter))?;
     check_name(name).map_err(DecodeError::Name)?;
     let mode_byte = sector[OFF_MODE];
     let mode = Mode::from_byte(mode_byte).ok_or(DecodeError::Mode(mode_byte))?;
@@ -380,7 +384,13 @@ mod tests {
     fn unterminated_or_bad_name_is_refused() {
         let mut sector = FRED_FIXTURE;
         sector[OFF_NAME..OFF_NAME + NAME_FIELD_LEN].fill(b'N');
-        assert!(matches!(decode(&sector), Err(DecodeError::Name(_))));
+        assert_eq!(decode(&sector), Err(DecodeError::Name(NameError::TooLong)));
+        let mut not_utf8 = FRED_FIXTURE;
+        not_utf8[OFF_NAME + 1] = 0xff;
+        assert_eq!(
+            decode(&not_utf8),
+            Err(DecodeError::Name(NameError::BadCharacter))
+        );
         let mut empty = FRED_FIXTURE;
         empty[OFF_NAME] = 0;
         assert_eq!(decode(&empty), Err(DecodeError::Name(NameError::Empty)));
