@@ -132,17 +132,22 @@ fn one(
             other => Err(format!("unexpected answer {other:?}")),
         };
     }
-    for t in matching {
-        match ask(
-            daemon,
-            Call::SysctlGet {
-                name: t.name.to_string(),
-            },
-        )? {
-            Answer::Sysctl(knobs) => knobs.iter().for_each(|k| print(out, k, flags)),
-            Answer::Failed { text, .. } => return Err(format!("{}: {text}", t.name)),
-            other => return Err(format!("unexpected answer {other:?}")),
-        }
+    // A leaf is asked for by name; a node (or -a) is one query for everything, so the
+    // per-path overrides, which only the daemon knows, are listed too.
+    let leaf = matching.len() == 1 && matching[0].name == name;
+    let query = if leaf { name } else { sysctl::NODE };
+    match ask(
+        daemon,
+        Call::SysctlGet {
+            name: query.to_string(),
+        },
+    )? {
+        Answer::Sysctl(knobs) => knobs
+            .iter()
+            .filter(|k| leaf || k.name.starts_with(&format!("{name}.")))
+            .for_each(|k| print(out, k, flags)),
+        Answer::Failed { text, .. } => return Err(format!("{query}: {text}")),
+        other => return Err(format!("unexpected answer {other:?}")),
     }
     Ok(())
 }
@@ -245,6 +250,7 @@ mod tests {
     /// A daemon with real tunables behind it.
     fn fake() -> impl FnMut(Call) -> std::io::Result<Answer> {
         let mut values = Values::default();
+        let mut overrides: Vec<Knob> = Vec::new();
         move |call| {
             let knob = |t: &sysctl::Tunable, v: &Values, old| Knob {
                 name: t.name.into(),
@@ -253,6 +259,23 @@ mod tests {
                 description: t.description.into(),
             };
             Ok(match call {
+                Call::SysctlGet { name } if name == sysctl::NODE => {
+                    let mut all: Vec<Knob> = sysctl::TABLE
+                        .iter()
+                        .map(|t| knob(t, &values, None))
+                        .collect();
+                    all.extend(overrides.iter().cloned());
+                    Answer::Sysctl(all)
+                }
+                Call::SysctlSet { name, value } if name.starts_with(IO_TIMEOUT_OVERRIDE_PREFIX) => {
+                    overrides.push(Knob {
+                        name,
+                        value: value.parse().unwrap(),
+                        old: None,
+                        description: String::new(),
+                    });
+                    Answer::Sysctl(overrides.clone())
+                }
                 Call::SysctlGet { name } => match sysctl::lookup(&name) {
                     Some(t) => Answer::Sysctl(vec![knob(t, &values, None)]),
                     None => Answer::Failed {
@@ -326,6 +349,26 @@ mod tests {
         );
         assert_eq!(mpsysctl("-a", &mut d).1, out);
         assert_eq!(mpsysctl("-aN", &mut d).1.lines().count(), 3);
+    }
+
+    #[test]
+    fn a_node_lists_the_per_path_overrides_a_leaf_does_not() {
+        let mut d = fake();
+        mpsysctl("kern.geom.multipath.io_timeout.loop0=7", &mut d);
+        let (code, out, _) = mpsysctl("-a", &mut d);
+        assert_eq!(code, 0);
+        assert!(
+            out.ends_with(
+                "kern.geom.multipath.io_timeout: 0\nkern.geom.multipath.io_timeout.loop0: 7\n"
+            ),
+            "{out}"
+        );
+        assert_eq!(mpsysctl("kern.geom.multipath", &mut d).1, out);
+        assert_eq!(
+            mpsysctl("-n kern.geom.multipath.io_timeout", &mut d).1,
+            "0\n",
+            "a script reading the knob gets one number"
+        );
     }
 
     #[test]
