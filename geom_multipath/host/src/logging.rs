@@ -1,8 +1,8 @@
 //! Where the daemon's words go. The class's console messages (target `console`) are
 //! printed bare, exactly as the kernel prints them to dmesg (`GEOM_MULTIPATH: FRED
-//! created`); the daemon's own remarks are prefixed `gmultipathd: `. Both go to syslog
-//! (`/dev/log`, facility daemon) when a syslog socket exists, and to stderr in the
-//! foreground. `kern.geom.multipath.debug` decides whether debug messages are produced at
+//! created`); the daemon's own remarks are prefixed `gmultipathd: ` on stderr. Both go to
+//! syslog (`/dev/log`, facility daemon, tag `gmultipathd[pid]`, no second prefix) when a
+//! syslog socket exists, and to stderr in the foreground. `kern.geom.multipath.debug` decides whether debug messages are produced at
 //! all (the class filters them), so the subscriber lets everything through.
 
 use std::io::Write;
@@ -24,6 +24,12 @@ pub fn render(target: &str, message: &str) -> String {
     } else {
         format!("gmultipathd: {message}")
     }
+}
+
+/// The datagram a record becomes in syslog: the tag `gmultipathd[pid]` already names the
+/// daemon, so its own remarks go without the `gmultipathd: ` prefix stderr needs.
+pub fn syslog_record(level: &Level, message: &str, pid: u32) -> String {
+    format!("<{}>gmultipathd[{pid}]: {message}", priority(level))
 }
 
 /// syslog(3) priority: facility daemon (3) and the severity of `level`.
@@ -63,16 +69,12 @@ impl<S: Subscriber> Layer<S> for ConsoleLayer {
         let mut text = MessageText(String::new());
         event.record(&mut text);
         let meta = event.metadata();
-        let line = render(meta.target(), &text.0);
         if self.stderr {
+            let line = render(meta.target(), &text.0);
             let _ = writeln!(std::io::stderr().lock(), "{line}");
         }
         if let Some(sock) = &self.syslog {
-            let record = format!(
-                "<{}>gmultipathd[{}]: {line}",
-                priority(meta.level()),
-                std::process::id()
-            );
+            let record = syslog_record(meta.level(), &text.0, std::process::id());
             if let Ok(s) = sock.lock() {
                 let _ = s.send(record.as_bytes());
             }
@@ -106,6 +108,18 @@ mod tests {
         assert_eq!(
             render("geom_multipath_host::daemon", "started"),
             "gmultipathd: started"
+        );
+    }
+
+    #[test]
+    fn syslog_records_carry_the_name_once() {
+        assert_eq!(
+            syslog_record(&Level::INFO, "started", 42),
+            "<30>gmultipathd[42]: started"
+        );
+        assert_eq!(
+            syslog_record(&Level::WARN, "GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL", 7),
+            "<28>gmultipathd[7]: GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL"
         );
     }
 
