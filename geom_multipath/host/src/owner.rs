@@ -79,6 +79,30 @@ type Abandoned = HashMap<(u64, u32), String>;
 /// The per-path override of `kern.geom.multipath.io_timeout`: `<knob>.<provider>`.
 pub const IO_TIMEOUT_OVERRIDE_PREFIX: &str = "kern.geom.multipath.io_timeout.";
 
+/// The NOP class's one knob.
+pub const NOP_DEBUG: &str = "kern.geom.nop.debug";
+
+/// What a sysctl read of `name` answers from `all` knobs, as sysctl(8) walks the tree:
+/// everything for an empty name, the knob itself for a leaf, every knob under a node, and
+/// ENOENT for a name that is neither.
+pub fn select_knobs(all: Vec<KnobAnswer>, name: &str) -> Answer {
+    let under = format!("{name}.");
+    let chosen: Vec<KnobAnswer> = if name.is_empty() {
+        all
+    } else if let Some(leaf) = all.iter().find(|k| k.name == name) {
+        vec![leaf.clone()]
+    } else {
+        all.into_iter()
+            .filter(|k| k.name.starts_with(&under))
+            .collect()
+    };
+    if chosen.is_empty() {
+        failed(Errno(libc::ENOENT))
+    } else {
+        Answer::Sysctl(chosen)
+    }
+}
+
 /// How the host runs.
 pub struct Settings {
     /// The tunables to start with.
@@ -626,7 +650,8 @@ impl Owner {
 
     // ----- control calls -----------------------------------------------------------------
 
-    fn call(&mut self, call: Call) -> Answer {
+    /// Answers one control request.
+    pub fn call(&mut self, call: Call) -> Answer {
         match call {
             Call::Ping => Answer::Pong {
                 pid: std::process::id(),
@@ -708,30 +733,32 @@ impl Owner {
         }
     }
 
+    fn nop_debug_answer(&self, old: Option<u32>) -> KnobAnswer {
+        KnobAnswer {
+            name: NOP_DEBUG.to_string(),
+            value: u64::from(self.nop.debug),
+            old: old.map(u64::from),
+            description: "Debug level".to_string(),
+        }
+    }
+
+    /// Every knob, in sysctl -a order: the class's, its per-path overrides, the NOP class's.
+    fn all_knobs(&self) -> Vec<KnobAnswer> {
+        let mut all: Vec<KnobAnswer> = sysctl::TABLE
+            .iter()
+            .map(|t| self.knob_answer(t, None))
+            .collect();
+        all.extend(
+            self.io_timeouts
+                .keys()
+                .map(|p| self.override_answer(p, None)),
+        );
+        all.push(self.nop_debug_answer(None));
+        all
+    }
+
     fn sysctl_get(&self, name: &str) -> Answer {
-        if name.is_empty() || name == sysctl::NODE {
-            let mut all: Vec<KnobAnswer> = sysctl::TABLE
-                .iter()
-                .map(|t| self.knob_answer(t, None))
-                .collect();
-            all.extend(
-                self.io_timeouts
-                    .keys()
-                    .map(|p| self.override_answer(p, None)),
-            );
-            return Answer::Sysctl(all);
-        }
-        if let Some(provider) = name.strip_prefix(IO_TIMEOUT_OVERRIDE_PREFIX) {
-            return if self.io_timeouts.contains_key(provider) {
-                Answer::Sysctl(vec![self.override_answer(provider, None)])
-            } else {
-                failed(Errno(libc::ENOENT))
-            };
-        }
-        match sysctl::lookup(name).filter(|t| t.name == name) {
-            Some(t) => Answer::Sysctl(vec![self.knob_answer(t, None)]),
-            None => failed(Errno(libc::ENOENT)),
-        }
+        select_knobs(self.all_knobs(), name)
     }
 
     /// Sets the `io_timeout` of requests to provider `provider` (an override of the
@@ -760,8 +787,21 @@ impl Owner {
                 },
             };
         }
+        if name == NOP_DEBUG {
+            return match value.trim().parse::<u32>() {
+                Ok(v) => {
+                    let old = std::mem::replace(&mut self.nop.debug, v);
+                    Answer::Sysctl(vec![self.nop_debug_answer(Some(old))])
+                }
+                Err(_) => failed(Errno(libc::EINVAL)),
+            };
+        }
         let Some(t) = sysctl::lookup(name).filter(|t| t.name == name) else {
-            return failed(Errno(libc::ENOENT));
+            // A node is not a leaf; anything else does not exist.
+            return match select_knobs(self.all_knobs(), name) {
+                Answer::Sysctl(_) => failed(Errno(libc::ENOTDIR)),
+                other => other,
+            };
         };
         match self.class.tunables_mut().set_text(t.knob, value) {
             Ok(old) => Answer::Sysctl(vec![self.knob_answer(t, Some(old))]),

@@ -1,18 +1,17 @@
-//! `mpsysctl`: sysctl(8) for the host's `kern.geom.multipath.*` knobs. Linux's own sysctl
+//! `mpsysctl`: sysctl(8) for the host's knobs (`kern.geom.multipath.*`, its per-path
+//! overrides, and `kern.geom.nop.debug`). Linux's own sysctl
 //! reads /proc/sys, which the host cannot extend, so this front end asks the daemon over
 //! its control socket and prints exactly as FreeBSD's sysctl(8) does:
 //! `kern.geom.multipath.debug: 0`, and on a set `kern.geom.multipath.debug: 0 -> 1`.
 //!
 //! Options (a subset of sysctl(8)'s): `-a` every knob, `-d` descriptions, `-e` `name=value`
 //! form, `-N` names only, `-n` values only, `-q` no warning for an unknown name. A prefix of
-//! the knobs' names (`kern.geom.multipath`, `kern.geom`) shows every knob under it.
+//! the knobs' names (`kern.geom.multipath`, `kern.geom`) shows every knob under it. The
+//! daemon owns the tree (`owner::select_knobs`); this end parses and prints.
 
 use std::io::Write;
 
-use geom_multipath::sysctl;
 use geom_multipath_proto::{Answer, Call, Knob};
-
-use crate::owner::IO_TIMEOUT_OVERRIDE_PREFIX;
 
 /// The output flags.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,7 +66,7 @@ pub fn run(
         return 1;
     }
     if flags.all {
-        names.push(sysctl::NODE.to_string());
+        names.push(String::new());
     }
     let mut status = 0;
     for arg in names {
@@ -81,7 +80,7 @@ pub fn run(
     status
 }
 
-/// One `name` or `name=value` argument.
+/// One `name` or `name=value` argument (an empty name is every knob).
 fn one(
     arg: &str,
     flags: Flags,
@@ -94,83 +93,21 @@ fn one(
         Some((n, v)) => (n, Some(v)),
         None => (arg, None),
     };
-    if let Some(provider) = name.strip_prefix(IO_TIMEOUT_OVERRIDE_PREFIX) {
-        if !provider.is_empty() {
-            return per_path(arg, name, value, flags, daemon, out);
-        }
-    }
-    let matching: Vec<&sysctl::Tunable> = sysctl::TABLE
-        .iter()
-        .filter(|t| t.name == name || t.name.starts_with(&format!("{name}.")))
-        .collect();
-    if matching.is_empty() {
-        return Err(if flags.quiet {
-            String::new()
-        } else {
-            format!("unknown oid '{name}'")
-        });
-    }
-    if let Some(value) = value {
-        if matching.len() != 1 || matching[0].name != name {
-            return Err(format!("oid '{name}' isn't a leaf node"));
-        }
-        if value.trim().parse::<u32>().is_err() {
-            return Err(format!("invalid unsigned integer '{value}'"));
-        }
-        let call = Call::SysctlSet {
-            name: name.to_string(),
-            value: value.to_string(),
-        };
-        return match ask(daemon, call)? {
-            Answer::Sysctl(knobs) => {
-                for k in &knobs {
-                    print(out, k, flags);
-                }
-                Ok(())
-            }
-            Answer::Failed { text, .. } => Err(format!("{arg}: {text}")),
-            other => Err(format!("unexpected answer {other:?}")),
-        };
-    }
-    // A leaf is asked for by name; a node (or -a) is one query for everything, so the
-    // per-path overrides, which only the daemon knows, are listed too.
-    let leaf = matching.len() == 1 && matching[0].name == name;
-    let query = if leaf { name } else { sysctl::NODE };
-    match ask(
-        daemon,
-        Call::SysctlGet {
-            name: query.to_string(),
-        },
-    )? {
-        Answer::Sysctl(knobs) => knobs
-            .iter()
-            .filter(|k| leaf || k.name.starts_with(&format!("{name}.")))
-            .for_each(|k| print(out, k, flags)),
-        Answer::Failed { text, .. } => return Err(format!("{query}: {text}")),
-        other => return Err(format!("unexpected answer {other:?}")),
-    }
-    Ok(())
-}
-
-/// `kern.geom.multipath.io_timeout.<provider>`: a per-path override of the deadline.
-fn per_path(
-    arg: &str,
-    name: &str,
-    value: Option<&str>,
-    flags: Flags,
-    daemon: &mut dyn FnMut(Call) -> std::io::Result<Answer>,
-    out: &mut dyn Write,
-) -> Result<(), String> {
+    let get = Call::SysctlGet {
+        name: name.to_string(),
+    };
     let call = match value {
+        None => get,
+        // sysctl(8) names an unknown oid before it looks at the value.
         Some(v) if v.trim().parse::<u32>().is_err() => {
-            return Err(format!("invalid unsigned integer '{v}'"));
+            return match ask(daemon, get)? {
+                Answer::Failed { errno, .. } if errno == libc::ENOENT => Err(unknown(name, flags)),
+                _ => Err(format!("invalid unsigned integer '{v}'")),
+            };
         }
         Some(v) => Call::SysctlSet {
             name: name.to_string(),
             value: v.to_string(),
-        },
-        None => Call::SysctlGet {
-            name: name.to_string(),
         },
     };
     match ask(daemon, call)? {
@@ -178,13 +115,21 @@ fn per_path(
             knobs.iter().for_each(|k| print(out, k, flags));
             Ok(())
         }
-        Answer::Failed { errno, .. } if errno == libc::ENOENT => Err(if flags.quiet {
-            String::new()
-        } else {
-            format!("unknown oid '{name}'")
-        }),
+        Answer::Failed { errno, .. } if errno == libc::ENOENT => Err(unknown(name, flags)),
+        Answer::Failed { errno, .. } if errno == libc::ENOTDIR => {
+            Err(format!("oid '{name}' isn't a leaf node"))
+        }
         Answer::Failed { text, .. } => Err(format!("{arg}: {text}")),
         other => Err(format!("unexpected answer {other:?}")),
+    }
+}
+
+/// sysctl(8)'s complaint about a name that does not exist (nothing with -q).
+fn unknown(name: &str, flags: Flags) -> String {
+    if flags.quiet {
+        String::new()
+    } else {
+        format!("unknown oid '{name}'")
     }
 }
 
@@ -245,57 +190,20 @@ pub fn main() -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use geom_multipath::sysctl::Values;
 
-    /// A daemon with real tunables behind it.
+    /// A real owner (no devices) behind the control calls.
     fn fake() -> impl FnMut(Call) -> std::io::Result<Answer> {
-        let mut values = Values::default();
-        let mut overrides: Vec<Knob> = Vec::new();
-        move |call| {
-            let knob = |t: &sysctl::Tunable, v: &Values, old| Knob {
-                name: t.name.into(),
-                value: u64::from(v.get(t.knob)),
-                old,
-                description: t.description.into(),
-            };
-            Ok(match call {
-                Call::SysctlGet { name } if name == sysctl::NODE => {
-                    let mut all: Vec<Knob> = sysctl::TABLE
-                        .iter()
-                        .map(|t| knob(t, &values, None))
-                        .collect();
-                    all.extend(overrides.iter().cloned());
-                    Answer::Sysctl(all)
-                }
-                Call::SysctlSet { name, value } if name.starts_with(IO_TIMEOUT_OVERRIDE_PREFIX) => {
-                    overrides.push(Knob {
-                        name,
-                        value: value.parse().unwrap(),
-                        old: None,
-                        description: String::new(),
-                    });
-                    Answer::Sysctl(overrides.clone())
-                }
-                Call::SysctlGet { name } => match sysctl::lookup(&name) {
-                    Some(t) => Answer::Sysctl(vec![knob(t, &values, None)]),
-                    None => Answer::Failed {
-                        errno: 2,
-                        text: "No such file or directory".into(),
-                    },
-                },
-                Call::SysctlSet { name, value } => {
-                    let t = sysctl::lookup(&name).unwrap();
-                    match values.set_text(t.knob, &value) {
-                        Ok(old) => Answer::Sysctl(vec![knob(t, &values, Some(u64::from(old)))]),
-                        Err(_) => Answer::Failed {
-                            errno: 22,
-                            text: "Invalid argument".into(),
-                        },
-                    }
-                }
-                other => panic!("{other:?}"),
-            })
-        }
+        use crate::exports::Exports;
+        use crate::owner::{Owner, Settings};
+        let (handle, _inbox) = crate::msg::channel().unwrap();
+        let exports = std::sync::Arc::new(std::sync::RwLock::new(Exports::new()));
+        let settings = Settings {
+            tunables: Default::default(),
+            devices: Some(Vec::new()),
+            mountpoint: "/nonexistent".into(),
+        };
+        let mut owner = Owner::new(settings, exports, handle);
+        move |call| Ok(owner.call(call))
     }
 
     fn mpsysctl(
@@ -347,15 +255,33 @@ mod tests {
             out,
             "kern.geom.multipath.debug: 0\nkern.geom.multipath.exclusive: 1\nkern.geom.multipath.io_timeout: 0\n"
         );
-        assert_eq!(mpsysctl("-a", &mut d).1, out);
-        assert_eq!(mpsysctl("-aN", &mut d).1.lines().count(), 3);
+        assert_eq!(
+            mpsysctl("-a", &mut d).1,
+            format!("{out}kern.geom.nop.debug: 0\n")
+        );
+        assert_eq!(mpsysctl("-aN", &mut d).1.lines().count(), 4);
+        assert_eq!(mpsysctl("kern.geom", &mut d).1.lines().count(), 4);
+    }
+
+    #[test]
+    fn the_nop_class_debug_level_is_a_knob_too() {
+        let mut d = fake();
+        assert_eq!(
+            mpsysctl("kern.geom.nop.debug=1", &mut d).1,
+            "kern.geom.nop.debug: 0 -> 1\n"
+        );
+        assert_eq!(mpsysctl("-n kern.geom.nop.debug", &mut d).1, "1\n");
+        assert_eq!(
+            mpsysctl("kern.geom.nop=1", &mut d).2,
+            "mpsysctl: oid 'kern.geom.nop' isn't a leaf node\n"
+        );
     }
 
     #[test]
     fn a_node_lists_the_per_path_overrides_a_leaf_does_not() {
         let mut d = fake();
         mpsysctl("kern.geom.multipath.io_timeout.loop0=7", &mut d);
-        let (code, out, _) = mpsysctl("-a", &mut d);
+        let (code, out, _) = mpsysctl("kern.geom.multipath", &mut d);
         assert_eq!(code, 0);
         assert!(
             out.ends_with(
@@ -363,7 +289,10 @@ mod tests {
             ),
             "{out}"
         );
-        assert_eq!(mpsysctl("kern.geom.multipath", &mut d).1, out);
+        assert_eq!(
+            mpsysctl("-a", &mut d).1,
+            format!("{out}kern.geom.nop.debug: 0\n")
+        );
         assert_eq!(
             mpsysctl("-n kern.geom.multipath.io_timeout", &mut d).1,
             "0\n",
@@ -389,7 +318,7 @@ mod tests {
         );
         assert_eq!(
             mpsysctl("kern.geom.multipath.io_timeout=999999", &mut d).2,
-            "mpsysctl: kern.geom.multipath.io_timeout=999999: Invalid argument\n"
+            "mpsysctl: kern.geom.multipath.io_timeout=999999: value out of range (0..86400)\n"
         );
         let (code, _, err) = mpsysctl("", &mut d);
         assert_eq!((code, err.as_str()), (1, USAGE));

@@ -447,8 +447,9 @@ fn io_timeout_overrides_are_sysctls() {
     }
     match get("") {
         Answer::Sysctl(all) => {
-            assert_eq!(all.len(), 4);
+            assert_eq!(all.len(), 5, "three knobs, the override, the NOP class's");
             assert_eq!(all[3].name, "kern.geom.multipath.io_timeout.md0");
+            assert_eq!(all[4].name, "kern.geom.nop.debug");
         }
         other => panic!("{other:?}"),
     }
