@@ -15,8 +15,12 @@ use std::io::{self, Read, Write};
 use geom_multipath::wire::{self, Reply, WireError};
 use geom_multipath::Request;
 
-/// Where the daemon listens unless told otherwise.
+/// Where the daemon listens unless told otherwise (the system's run-time directory).
+#[cfg(not(target_os = "freebsd"))]
 pub const DEFAULT_SOCKET: &str = "/run/gmultipathd/geom.ctl";
+/// Where the daemon listens unless told otherwise (the system's run-time directory).
+#[cfg(target_os = "freebsd")]
+pub const DEFAULT_SOCKET: &str = "/var/run/gmultipathd/geom.ctl";
 /// Environment variable that overrides [`DEFAULT_SOCKET`] for every tool.
 pub const SOCKET_ENV: &str = "GMULTIPATH_SOCKET";
 /// The largest frame either side accepts.
