@@ -31,6 +31,27 @@ pub struct Exports {
     by_name: BTreeMap<String, Export>,
     next_ino: u64,
     generation: u64,
+    watchers: Watchers,
+}
+
+/// A function told of every change to the table (see [`Exports::watch`]).
+pub type Watcher = Box<dyn Fn() + Send + Sync>;
+
+/// Identifies a watcher, to remove it with [`Exports::unwatch`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchId(u64);
+
+/// The watchers of a table.
+#[derive(Default)]
+struct Watchers {
+    next: u64,
+    list: Vec<(u64, Watcher)>,
+}
+
+impl std::fmt::Debug for Watchers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Watchers({})", self.list.len())
+    }
 }
 
 /// The table as the threads share it.
@@ -43,6 +64,7 @@ impl Exports {
             by_name: BTreeMap::new(),
             next_ino: 2,
             generation: 0,
+            watchers: Watchers::default(),
         }
     }
 
@@ -61,6 +83,7 @@ impl Exports {
                 ino,
             },
         );
+        self.notify();
     }
 
     /// Sets a provider's size (and sector size, when given).
@@ -71,6 +94,7 @@ impl Exports {
                 e.sectorsize = s;
             }
             self.generation += 1;
+            self.notify();
         }
     }
 
@@ -78,7 +102,9 @@ impl Exports {
     pub fn remove(&mut self, geom: GeomId) -> Option<Export> {
         let name = self.by_name.values().find(|e| e.geom == geom)?.name.clone();
         self.generation += 1;
-        self.by_name.remove(&name)
+        let removed = self.by_name.remove(&name);
+        self.notify();
+        removed
     }
 
     /// The provider called `name`.
@@ -104,5 +130,26 @@ impl Exports {
     /// Bumped on every change.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Calls `f` after every change from now on (an export server wakes its listener
+    /// thread). It runs on the changing thread with the table's write lock held: it must
+    /// be short and must not touch the table (write to an eventfd, send on a channel).
+    pub fn watch(&mut self, f: impl Fn() + Send + Sync + 'static) -> WatchId {
+        let id = self.watchers.next;
+        self.watchers.next += 1;
+        self.watchers.list.push((id, Box::new(f)));
+        WatchId(id)
+    }
+
+    /// Stops calling the watcher `id`.
+    pub fn unwatch(&mut self, id: WatchId) {
+        self.watchers.list.retain(|(i, _)| *i != id.0);
+    }
+
+    fn notify(&self) {
+        for (_, w) in &self.watchers.list {
+            w();
+        }
     }
 }
