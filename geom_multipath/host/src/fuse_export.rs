@@ -24,9 +24,12 @@
 //!   disk are coherent only without caches, and a withered provider must fail at once. The
 //!   FUSE reader thread never waits for I/O: the reply travels inside the request and the
 //!   owner sends it.
-//! * As FreeBSD's raw disk devices do, a request whose offset or length is not a multiple
-//!   of the sector size fails with EINVAL, also without O_DIRECT (`cat` or `head -c 100` on
-//!   the file fail; `dd bs=4k` works). The end of the media behaves as a Linux block device's:
+//! * As FreeBSD's raw disk devices do, a write whose offset or length is not a multiple of
+//!   the sector size fails with EINVAL, also without O_DIRECT (`dd bs=4k` works, `echo >`
+//!   does not): a piece of a sector cannot be written without reading the rest, which two
+//!   writers could race. Reads are served at any offset and length (from the whole sectors
+//!   that cover them), since the kernel itself cuts an aligned read into unaligned pieces
+//!   when the caller's buffer is not page-aligned. The end of the media behaves as a Linux block device's:
 //!   a read at or after it returns 0 bytes, a read across it is cut there, a write across it
 //!   is cut (a short write), a write at or after it fails with ENOSPC.
 //! * `fsync`/`fdatasync` send BIO_FLUSH; close does not. `fallocate(PUNCH_HOLE|KEEP_SIZE)`
@@ -429,7 +432,7 @@ enum Dir {
 /// it answers with (see the module doc).
 fn clamp(offset: u64, len: u64, mediasize: u64, sectorsize: u32, dir: Dir) -> Result<u64, Errno> {
     let sector = u64::from(sectorsize.max(1));
-    if offset % sector != 0 || len % sector != 0 {
+    if dir == Dir::Write && (offset % sector != 0 || len % sector != 0) {
         return Err(Errno::EINVAL);
     }
     if len == 0 {
@@ -442,6 +445,17 @@ fn clamp(offset: u64, len: u64, mediasize: u64, sectorsize: u32, dir: Dir) -> Re
         };
     }
     Ok(len.min(mediasize - offset))
+}
+
+/// The whole sectors a read of `len` bytes at `offset` is served from: (their start, their
+/// length, where the caller's bytes begin in them). The kernel cuts a large direct read
+/// into pieces at the caller's page boundaries, so an aligned read into a buffer that is
+/// not page-aligned arrives in pieces that are not whole sectors.
+fn covering(offset: u64, len: u64, sectorsize: u32) -> (u64, u64, usize) {
+    let sector = u64::from(sectorsize.max(1));
+    let start = offset - offset % sector;
+    let end = (offset + len).div_ceil(sector) * sector;
+    (start, end - start, (offset - start) as usize)
 }
 
 /// The range of a punch-hole request as `blkdev_fallocate` cuts it.
@@ -736,14 +750,15 @@ impl Filesystem for MultipathFs {
             Ok(len) => len,
             Err(e) => return reply.error(e),
         };
-        // `len` ≤ `size`, a u32.
-        let buf = IoBuf::zeroed(len as usize);
+        // `len` ≤ `size`, a u32; whole sectors cover it (the last one lies within the media).
+        let (start, span, skip) = covering(offset, len, sectorsize);
+        let buf = IoBuf::zeroed(span as usize);
         self.owner.io(IoRequest {
             geom: h.export.geom,
             op: IoOp::Read(buf),
-            offset,
+            offset: start,
             reply: Box::new(move |r| match r {
-                Ok(IoReply::Data(buf)) => reply.data(buf.as_slice()),
+                Ok(IoReply::Data(buf)) => reply.data(&buf.as_slice()[skip..skip + len as usize]),
                 Ok(_) => reply.error(Errno::EIO),
                 Err(e) => reply.error(errno(e)),
             }),
@@ -1024,9 +1039,14 @@ mod tests {
     fn requests_are_clamped_as_a_device_does() {
         let size = 8 * 4096;
         assert_eq!(clamp(0, 4096, size, 512, Dir::Read), Ok(4096));
-        assert_eq!(clamp(100, 512, size, 512, Dir::Read), Err(Errno::EINVAL));
+        assert_eq!(clamp(100, 512, size, 512, Dir::Read), Ok(512));
         assert_eq!(clamp(512, 100, size, 512, Dir::Write), Err(Errno::EINVAL));
-        assert_eq!(clamp(512, 512, size, 4096, Dir::Read), Err(Errno::EINVAL));
+        assert_eq!(clamp(512, 512, size, 4096, Dir::Write), Err(Errno::EINVAL));
+        assert_eq!(clamp(size - 100, 512, size, 512, Dir::Read), Ok(100));
+        assert_eq!(covering(4096, 4096, 512), (4096, 4096, 0));
+        assert_eq!(covering(100, 512, 512), (0, 1024, 100));
+        assert_eq!(covering(1 << 20, (1 << 20) - 16, 4096), (1 << 20, 1 << 20, 0));
+        assert_eq!(covering((2 << 20) - 16, 16, 512), ((2 << 20) - 512, 512, 496));
         assert_eq!(
             clamp(size, 4096, size, 512, Dir::Read),
             Ok(0),
@@ -1321,7 +1341,16 @@ mod tests {
             assert_eq!(file.read_at(back.as_mut_slice(), 4096).unwrap(), 8192);
             assert_eq!(back.as_slice(), data.as_slice());
             let b = back.as_mut_slice();
-            assert_eq!(os_err(file.read_at(&mut b[..512], 100)), Some(libc::EINVAL));
+            // A read at any offset and length is served; a write must be whole sectors.
+            assert_eq!(file.read_at(&mut b[..512], 4100).unwrap(), 512);
+            assert_eq!(&b[..512], &data.as_slice()[4..516]);
+            let mut unaligned = vec![0u8; 2 * MIB as usize + 1];
+            assert_eq!(
+                file.read_at(&mut unaligned[1..], 0).unwrap(),
+                2 * MIB as usize,
+                "an aligned read into a buffer that is not page-aligned"
+            );
+            assert_eq!(&unaligned[1 + 4096..1 + 4096 + 8192], data.as_slice());
             assert_eq!(
                 os_err(file.write_at(&data.as_slice()[..512], 256)),
                 Some(libc::EINVAL)
@@ -1339,7 +1368,7 @@ mod tests {
             );
         }
 
-        // Buffered: still reaches the device at once, still sector-bound.
+        // Buffered: still reaches the device at once, writes still sector-bound.
         {
             let file = f.open(true, false);
             let data = pattern(1024, 2);
@@ -1348,10 +1377,9 @@ mod tests {
             let mut back = vec![0; 1024];
             assert_eq!(file.read_at(&mut back, 0).unwrap(), 1024);
             assert_eq!(back, data);
-            assert_eq!(
-                os_err(file.read_at(&mut back[..100], 0)),
-                Some(libc::EINVAL)
-            );
+            assert_eq!(file.read_at(&mut back[..100], 0).unwrap(), 100);
+            assert_eq!(back[..100], data[..100]);
+            assert_eq!(os_err(file.write_at(&data[..100], 0)), Some(libc::EINVAL));
 
             // fsync and fdatasync are BIO_FLUSH; close is not.
             file.sync_all().unwrap();
