@@ -1045,8 +1045,14 @@ mod tests {
         assert_eq!(clamp(size - 100, 512, size, 512, Dir::Read), Ok(100));
         assert_eq!(covering(4096, 4096, 512), (4096, 4096, 0));
         assert_eq!(covering(100, 512, 512), (0, 1024, 100));
-        assert_eq!(covering(1 << 20, (1 << 20) - 16, 4096), (1 << 20, 1 << 20, 0));
-        assert_eq!(covering((2 << 20) - 16, 16, 512), ((2 << 20) - 512, 512, 496));
+        assert_eq!(
+            covering(1 << 20, (1 << 20) - 16, 4096),
+            (1 << 20, 1 << 20, 0)
+        );
+        assert_eq!(
+            covering((2 << 20) - 16, 16, 512),
+            ((2 << 20) - 512, 512, 496)
+        );
         assert_eq!(
             clamp(size, 4096, size, 512, Dir::Read),
             Ok(0),
