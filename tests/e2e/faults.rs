@@ -8,11 +8,10 @@
 //! The churn runs a few seconds here; `GMP_CHURN_SECONDS=60` runs the full minute.
 
 use std::path::Path;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use gmultipath_e2e::faultfs::{Fault, FaultFs};
-use gmultipath_e2e::{root_or_skip, run, wait_until, Daemon, Loop, Out, Scratch};
+use gmultipath_e2e::{fio, root_or_skip, run, Daemon, Loop, Scratch};
 
 const MIB: u64 = 1 << 20;
 
@@ -66,83 +65,17 @@ impl FaultyPaths {
     }
 }
 
-/// Starts fio writing `size` through `file` with crc32c verification as it goes and at
-/// the end, 16 requests in flight, block sizes from 4 KiB to 64 KiB; with `seconds`, it
-/// keeps rewriting the region for that long.
-fn fio_verify(file: &Path, size: &str, seconds: Option<u64>) -> JoinHandle<Out> {
-    let mut args: Vec<String> = [
-        "--name=mpath",
-        "--ioengine=libaio",
-        "--direct=1",
-        "--rw=randwrite",
-        "--bsrange=4k-64k",
-        "--iodepth=16",
-        "--verify=crc32c",
-        "--verify_backlog=64",
-        "--verify_fatal=1",
-        "--do_verify=1",
-        "--randrepeat=0",
-        "--verify_state_save=0",
-    ]
-    .map(String::from)
-    .into();
-    args.push(format!("--filename={}", file.display()));
-    args.push(format!("--size={size}"));
-    if let Some(s) = seconds {
-        args.push(format!("--runtime={s}"));
-        args.push("--time_based".into());
-    }
-    std::thread::spawn(move || {
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        run(Path::new("fio"), &args, &[])
-    })
-}
-
-/// Waits until fio has the provider open; fails if fio ended first (then the fault
-/// would not have met any I/O and the test would prove nothing).
-fn wait_open(d: &Daemon, fio: &JoinHandle<Out>) {
-    wait_until("fio to open the provider", || {
-        assert!(
-            !fio.is_finished(),
-            "fio ended before the fault was injected"
-        );
-        d.gmultipath(&["list", "FRED"])
-            .stdout
-            .lines()
-            .take(10)
-            .any(|l| l.starts_with("   Mode: r1w1"))
-    });
-}
-
-fn assert_clean(fio: Out) {
-    assert_eq!(fio.code, 0, "fio failed:\n{}\n{}", fio.stdout, fio.stderr);
-    assert!(fio.stdout.contains("err= 0"), "{}", fio.stdout);
-    let said = format!("{}{}", fio.stdout, fio.stderr);
-    assert!(
-        !said.contains("verify:") && !said.contains("bad magic"),
-        "{said}"
-    );
-}
-
-fn fio_available() -> bool {
-    if run(Path::new("fio"), &["--version"], &[]).code == 0 {
-        return true;
-    }
-    println!("SKIPPED: fio is not installed (.ci/run installs it)");
-    false
-}
-
 #[test]
 fn eio_on_the_active_path_under_fio() {
-    if !root_or_skip("eio_under_fio") || !fio_available() {
+    if !root_or_skip("eio_under_fio") || !fio::available() {
         return;
     }
     let t = FaultyPaths::new("f-eio", None);
-    let fio = fio_verify(&t.daemon.file("FRED"), "24M", None);
-    wait_open(&t.daemon, &fio);
+    let fio = fio::verify(&t.daemon.file("FRED"), "24M", None);
+    let fio = fio::wait_open(&t.daemon, fio);
     let victim = t.active();
     t.servers[victim].set(Fault::Errno(libc::EIO));
-    assert_clean(fio.join().unwrap());
+    fio::assert_clean(fio.join().unwrap());
     let msg = format!(
         "GEOM_MULTIPATH: Error 5, {} in FRED marked FAIL",
         t.name(victim)
@@ -157,20 +90,20 @@ fn eio_on_the_active_path_under_fio() {
 
 #[test]
 fn a_hung_path_is_failed_over_within_its_deadline_under_fio() {
-    if !root_or_skip("hang_under_fio") || !fio_available() {
+    if !root_or_skip("hang_under_fio") || !fio::available() {
         return;
     }
     let t = FaultyPaths::new("f-hang", None);
     t.daemon
         .mpsysctl(&["kern.geom.multipath.io_timeout=2"])
         .ok();
-    let fio = fio_verify(&t.daemon.file("FRED"), "24M", None);
-    wait_open(&t.daemon, &fio);
+    let fio = fio::verify(&t.daemon.file("FRED"), "24M", None);
+    let fio = fio::wait_open(&t.daemon, fio);
     let victim = t.active();
     t.servers[victim].set(Fault::Hang);
     let out = fio.join().unwrap();
     t.servers[victim].set(Fault::None);
-    assert_clean(out);
+    fio::assert_clean(out);
     let msg = format!(
         "GEOM_MULTIPATH: Error 6, {} in FRED marked FAIL",
         t.name(victim)
@@ -184,7 +117,7 @@ fn a_hung_path_is_failed_over_within_its_deadline_under_fio() {
 
 #[test]
 fn a_slow_path_is_waited_for_not_failed() {
-    if !root_or_skip("delay_under_fio") || !fio_available() {
+    if !root_or_skip("delay_under_fio") || !fio::available() {
         return;
     }
     let t = FaultyPaths::new("f-delay", None);
@@ -194,8 +127,8 @@ fn a_slow_path_is_waited_for_not_failed() {
     // Every request on the active path is slowed from the first one on.
     let victim = t.active();
     t.servers[victim].set(Fault::Delay(Duration::from_millis(20)));
-    let fio = fio_verify(&t.daemon.file("FRED"), "8M", None);
-    assert_clean(fio.join().unwrap());
+    let fio = fio::verify(&t.daemon.file("FRED"), "8M", None);
+    fio::assert_clean(fio.join().unwrap());
     assert!(
         t.servers[victim].hits() > 100,
         "fio's requests met the delay"
@@ -210,17 +143,17 @@ fn a_slow_path_is_waited_for_not_failed() {
 
 #[test]
 fn a_killed_path_server_is_failed_over_under_fio() {
-    if !root_or_skip("kill_under_fio") || !fio_available() {
+    if !root_or_skip("kill_under_fio") || !fio::available() {
         return;
     }
     let t = FaultyPaths::new("f-kill", None);
-    let fio = fio_verify(&t.daemon.file("FRED"), "24M", None);
-    wait_open(&t.daemon, &fio);
+    let fio = fio::verify(&t.daemon.file("FRED"), "24M", None);
+    let fio = fio::wait_open(&t.daemon, fio);
     let victim = t.active();
     t.servers[victim]
         .kill()
         .expect("aborting the FUSE connection");
-    assert_clean(fio.join().unwrap());
+    fio::assert_clean(fio.join().unwrap());
     let status = t.daemon.gmultipath(&["status"]).ok().to_string();
     assert!(
         status.contains(&format!("{} (FAIL)", t.name(victim))),
@@ -278,8 +211,8 @@ fn churn(tag: &str, mode_flag: Option<&str>) {
     t.daemon
         .mpsysctl(&["kern.geom.multipath.io_timeout=2"])
         .ok();
-    let fio = fio_verify(&t.daemon.file("FRED"), "32M", Some(seconds + 5));
-    wait_open(&t.daemon, &fio);
+    let fio = fio::verify(&t.daemon.file("FRED"), "32M", Some(seconds + 5));
+    let fio = fio::wait_open(&t.daemon, fio);
     let end = Instant::now() + Duration::from_secs(seconds);
     let mut round = 0u64;
     let mut rng = 0x9e37_79b9_7f4a_7c15u64;
@@ -304,7 +237,7 @@ fn churn(tag: &str, mode_flag: Option<&str>) {
         s.set(Fault::None);
         t.daemon.gmultipath(&["restore", "FRED", t.name(i)]);
     }
-    assert_clean(fio.join().unwrap());
+    fio::assert_clean(fio.join().unwrap());
     // Two rounds a second are planned; a loaded machine may manage fewer, but never
     // fewer than one a second while fio still ran.
     assert!(round >= seconds, "only {round} churn rounds in {seconds} s");
@@ -312,21 +245,21 @@ fn churn(tag: &str, mode_flag: Option<&str>) {
 
 #[test]
 fn churn_active_passive_under_fio() {
-    if root_or_skip("churn_ap") && fio_available() {
+    if root_or_skip("churn_ap") && fio::available() {
         churn("f-churn-ap", None);
     }
 }
 
 #[test]
 fn churn_active_active_under_fio() {
-    if root_or_skip("churn_aa") && fio_available() {
+    if root_or_skip("churn_aa") && fio::available() {
         churn("f-churn-aa", Some("-A"));
     }
 }
 
 #[test]
 fn churn_active_read_under_fio() {
-    if root_or_skip("churn_ar") && fio_available() {
+    if root_or_skip("churn_ar") && fio::available() {
         churn("f-churn-ar", Some("-R"));
     }
 }

@@ -5,4 +5,5 @@
 mod admin;
 mod data;
 mod faults;
+mod nbd;
 mod verbs;

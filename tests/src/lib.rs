@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use geom_multipath_proto::{roundtrip, Answer, Call};
 
 pub mod faultfs;
+pub mod fio;
+pub mod netdisk;
 
 /// How long the tests wait for anything that should happen by itself.
 pub const DEADLINE: Duration = Duration::from_secs(30);

@@ -22,9 +22,9 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::exports::{Exports, SharedExports};
-use crate::owner::{self, Owner, Settings, Sources};
+use crate::owner::{self, OwnNbd, Owner, Settings, Sources};
 use crate::providers::Source;
-use crate::{config, fuse_export, msg, sysfs, watch};
+use crate::{config, fuse_export, msg, nbd_server, sysfs, watch};
 
 /// How long the starting process waits for the daemon to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -53,6 +53,25 @@ pub struct Args {
     /// Pid file (default: next to the socket).
     #[arg(long, env = "GMULTIPATH_PIDFILE")]
     pub pidfile: Option<PathBuf>,
+    /// Also serve every multipath provider over NBD, as the Unix socket DIR/NAME.
+    #[arg(long, env = "GMULTIPATH_NBD_DIR", value_name = "DIR")]
+    pub nbd_dir: Option<PathBuf>,
+    /// Also serve every multipath provider over NBD on this TCP address (loopback only
+    /// unless --nbd-allow-remote: NBD has no authentication).
+    #[arg(long, env = "GMULTIPATH_NBD_TCP", value_name = "ADDR:PORT")]
+    pub nbd_tcp: Option<std::net::SocketAddr>,
+    /// Allow --nbd-tcp on an address that is not loopback.
+    #[arg(long)]
+    pub nbd_allow_remote: bool,
+    /// NBD URIs to connect at start, comma-separated (nbd://HOST[:PORT]/EXPORT,
+    /// nbd+unix:///EXPORT?socket=PATH), so labeled remote disks assemble at boot.
+    #[arg(
+        long,
+        env = "GMULTIPATH_NBD_PATHS",
+        value_delimiter = ',',
+        value_name = "URI"
+    )]
+    pub nbd_paths: Vec<String>,
     /// A query instead of a daemon.
     #[command(subcommand)]
     pub query: Option<Query>,
@@ -128,22 +147,13 @@ fn detach(args: &Args) -> anyhow::Result<()> {
     let err = std::fs::File::create(&errlog).context("creating the start log")?;
     let exe = std::env::current_exe().context("finding my own binary")?;
     let mut cmd = Command::new(exe);
-    cmd.arg("--foreground")
-        .arg("--socket")
-        .arg(&args.socket)
-        .arg("--mount")
-        .arg(&args.mount)
-        .arg("--config")
-        .arg(&args.config)
-        .arg("--pidfile")
-        .arg(args.pidfile())
+    // The same options (flags and environment alike), in the foreground of its own session.
+    cmd.args(std::env::args_os().skip(1))
+        .arg("--foreground")
         .env("GMULTIPATHD_DETACHED", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(err);
-    if let Some(d) = &args.devices {
-        cmd.arg("--devices").arg(d.join(","));
-    }
     crate::sys::new_session(&mut cmd);
     let mut child = cmd.spawn().context("starting the daemon")?;
     let deadline = Instant::now() + START_TIMEOUT;
@@ -199,14 +209,36 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
     let exports: SharedExports = Arc::new(RwLock::new(Exports::new()));
     let (handle, inbox) = msg::channel().context("creating the owner's inbox")?;
+    let nbd = match (&args.nbd_dir, args.nbd_tcp) {
+        (None, None) => None,
+        (unix_dir, tcp) => Some(
+            nbd_server::serve(
+                nbd_server::NbdConfig {
+                    unix_dir: unix_dir.clone(),
+                    tcp,
+                    allow_remote: args.nbd_allow_remote,
+                },
+                exports.clone(),
+                handle.clone(),
+            )
+            .context("starting the NBD export")?,
+        ),
+    };
     let settings = Settings {
         tunables,
         devices: args.devices.clone(),
         mountpoint: args.mount.clone(),
+        own_nbd: OwnNbd {
+            unix_dir: args.nbd_dir.clone(),
+            tcp: nbd.as_ref().and_then(|n| n.tcp_addr()),
+        },
     };
     let mut owner = Owner::new(settings, exports.clone(), handle.clone());
     for (provider, secs) in &io_timeouts {
         let _ = owner.set_io_timeout(provider, secs);
+    }
+    for uri in &args.nbd_paths {
+        owner.supervise_nbd(uri);
     }
 
     let _ = watch::remove_stale_private_nodes();
@@ -248,6 +280,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     // arrives while unmounting fails with ENXIO at once instead of waiting for an answer.
     drop(inbox);
     drop(owner);
+    drop(nbd);
     if let Err(e) = fuse.unmount() {
         // Still in use (a loop device on an export): detach it from the namespace so no
         // stale mount is left; its users get errors once this process is gone.

@@ -118,7 +118,11 @@ mod tests {
             "<30>gmultipathd[42]: started"
         );
         assert_eq!(
-            syslog_record(&Level::WARN, "GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL", 7),
+            syslog_record(
+                &Level::WARN,
+                "GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL",
+                7
+            ),
             "<28>gmultipathd[7]: GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL"
         );
     }

@@ -1117,9 +1117,40 @@ impl NbdPaths {
         let parsed = NbdUri::parse(uri)?;
         let device = Arc::new(NbdDevice::connect(&parsed, io_timeout, &self.options)?);
         self.detach(uri);
+        let died = device.died();
+        self.supervise_from(parsed, owner, io_timeout, Some(device.clone()), died)?;
+        let info = device.info().clone();
+        Ok((info, device))
+    }
+
+    /// Supervises `uri` without connecting now: the supervisor keeps trying in the
+    /// background and announces the provider with `ProviderUp` once it answers (the
+    /// daemon's start-up paths, whose servers may come up later than the daemon).
+    pub fn supervise(
+        &mut self,
+        uri: &str,
+        owner: OwnerHandle,
+        io_timeout: Duration,
+    ) -> Result<(), NbdError> {
+        let parsed = NbdUri::parse(uri)?;
+        self.detach(uri);
+        // A "died" signal that has already fired: the supervisor starts by reconnecting.
+        let (_, died) = crossbeam_channel::bounded::<()>(0);
+        self.supervise_from(parsed, owner, io_timeout, None, died)
+    }
+
+    fn supervise_from(
+        &mut self,
+        parsed: NbdUri,
+        owner: OwnerHandle,
+        io_timeout: Duration,
+        device: Option<Arc<NbdDevice>>,
+        died: Receiver<()>,
+    ) -> Result<(), NbdError> {
+        let uri = parsed.text.clone();
         let stopped = Arc::new(Mutex::new(false));
         let (wake_tx, wake) = crossbeam_channel::bounded::<()>(0);
-        let current = Arc::new(Mutex::new(Some(device.clone())));
+        let current = Arc::new(Mutex::new(device));
         let sup = Supervisor {
             uri: parsed,
             owner,
@@ -1129,25 +1160,23 @@ impl NbdPaths {
             wake,
             current: current.clone(),
         };
-        let died = device.died();
         std::thread::Builder::new()
             .name("nbd-supervise".into())
             .spawn(move || sup.run(died))
             .map_err(|source| NbdError::Io {
-                uri: uri.to_string(),
+                uri: uri.clone(),
                 what: "starting the supervisor",
                 source,
             })?;
         self.supervised.insert(
-            uri.to_string(),
+            uri,
             Supervised {
                 stopped,
                 _wake: wake_tx,
                 current,
             },
         );
-        let info = device.info().clone();
-        Ok((info, device))
+        Ok(())
     }
 
     /// Stops supervising `uri` and closes its connection (its device fails with ENXIO

@@ -13,6 +13,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::net::ToSocketAddrs;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -31,6 +32,7 @@ use crate::console::Console;
 use crate::device::{Device, IoBuf};
 use crate::exports::SharedExports;
 use crate::msg::{Completion, IoOp, IoReply, IoRequest, Msg, OwnerHandle, OwnerInbox, ReplyFn};
+use crate::nbd_client::{self, NbdPaths, NbdUri, Transport};
 use crate::nop::{NopClass, NopDevice, NopHost};
 use crate::providers::{Consumer, ProviderTable, Source};
 use crate::workers::{Work, WorkBuf, WorkOp, Workers};
@@ -111,6 +113,39 @@ pub struct Settings {
     pub devices: Option<Vec<String>>,
     /// Where the exports are mounted (loops backed by files below it are never tasted).
     pub mountpoint: PathBuf,
+    /// This daemon's own NBD export, which an NBD path must not point back at.
+    pub own_nbd: OwnNbd,
+}
+
+/// Where this daemon serves NBD (so a path URI that names it can be refused).
+#[derive(Clone, Debug, Default)]
+pub struct OwnNbd {
+    /// The directory of the per-provider Unix sockets.
+    pub unix_dir: Option<PathBuf>,
+    /// The TCP listener.
+    pub tcp: Option<std::net::SocketAddr>,
+}
+
+impl OwnNbd {
+    /// `true` if `uri` reaches this daemon's own export: a path through it would loop.
+    fn serves(&self, uri: &NbdUri) -> bool {
+        match &uri.transport {
+            Transport::Unix(path) => self
+                .unix_dir
+                .as_deref()
+                .is_some_and(|d| path.starts_with(d)),
+            Transport::UnixAbstract(_) => false,
+            Transport::Tcp { host, port } => self.tcp.is_some_and(|own| {
+                own.port() == *port
+                    && (host.as_str(), *port).to_socket_addrs().is_ok_and(|mut a| {
+                        a.any(|a| {
+                            a.ip() == own.ip()
+                                || (own.ip().is_unspecified() && a.ip().is_loopback())
+                        })
+                    })
+            }),
+        }
+    }
 }
 
 /// The owner of the class.
@@ -134,6 +169,12 @@ pub struct Owner {
     settings: Settings,
     rng: u64,
     stopping: bool,
+    /// The NBD URIs in use as providers, each kept connected by its supervisor.
+    nbd: NbdPaths,
+    /// The supervisors' way back to this loop.
+    handle: OwnerHandle,
+    /// Reconnected NBD providers waiting for their dead predecessor's holders to let go.
+    pending_up: BTreeMap<String, (ProviderInfo, Source)>,
 }
 
 impl Owner {
@@ -150,7 +191,7 @@ impl Owner {
             providers: ProviderTable::new(),
             paths: BTreeMap::new(),
             exports,
-            workers: Workers::new(handle),
+            workers: Workers::new(handle.clone()),
             inflight: HashMap::new(),
             next_token: 1,
             deadlines: BinaryHeap::new(),
@@ -161,6 +202,9 @@ impl Owner {
             settings,
             rng: seed,
             stopping: false,
+            nbd: NbdPaths::new(),
+            handle,
+            pending_up: BTreeMap::new(),
         }
     }
 
@@ -234,6 +278,9 @@ impl Owner {
             }
             Msg::ProviderDown { name } => self.device_changed(&name, None),
             Msg::Shutdown => self.stopping = true,
+        }
+        if !self.pending_up.is_empty() {
+            self.admit_pending();
         }
     }
 
@@ -571,7 +618,16 @@ impl Owner {
     /// A block device appeared or changed: add it, resize its paths, or orphan them.
     pub fn device_changed(&mut self, name: &str, now: Option<(ProviderInfo, Source)>) {
         match now {
-            None => self.provider_gone(name),
+            None => {
+                self.pending_up.remove(name);
+                self.provider_gone(name);
+            }
+            // A reconnected NBD path whose dead connection is still held (its orphaned
+            // consumer waits for requests in flight): the new connection becomes the
+            // provider once the old one is let go, never under the old holders.
+            Some(up) if self.providers.lingers(name) => {
+                self.pending_up.insert(name.to_string(), up);
+            }
             Some((info, source)) => {
                 let known = self.providers.info(name).cloned();
                 match known {
@@ -583,6 +639,94 @@ impl Owner {
                     }
                 }
             }
+        }
+    }
+
+    /// Inserts and tastes the reconnected providers whose predecessors are gone now.
+    fn admit_pending(&mut self) {
+        let ready: Vec<String> = self
+            .pending_up
+            .keys()
+            .filter(|n| !self.providers.lingers(n))
+            .cloned()
+            .collect();
+        for name in ready {
+            if let Some(up) = self.pending_up.remove(&name) {
+                self.device_changed(&name, Some(up));
+            }
+        }
+    }
+
+    /// Makes NBD URI `name` a provider if it is not one yet: connects (within the connect
+    /// timeout), inserts and tastes it, and keeps it connected from then on. Failure is
+    /// logged; the verb that named it then says the provider was not found.
+    pub fn attach_nbd(&mut self, name: &str) {
+        if !nbd_client::is_uri(name) || self.providers.info(name).is_some() {
+            return;
+        }
+        let Some(uri) = self.usable_nbd_uri(name) else {
+            return;
+        };
+        // No deadline in the client: the class's io_timeout (and its per-path override)
+        // applies to NBD paths as to any other, with fencing before a reissue.
+        match self
+            .nbd
+            .attach(&uri.text, self.handle.clone(), Duration::ZERO)
+        {
+            Ok((info, device)) => self.device_changed(name, Some((info, Source::Fixed(device)))),
+            Err(e) => tracing::warn!("{e}"),
+        }
+    }
+
+    /// Keeps NBD URI `name` connected from now on without waiting for it: it becomes a
+    /// provider (and is tasted) whenever its server answers. For the daemon's start-up
+    /// paths, whose servers may come up after the daemon.
+    pub fn supervise_nbd(&mut self, name: &str) {
+        if let Some(uri) = self.usable_nbd_uri(name) {
+            if let Err(e) = self
+                .nbd
+                .supervise(&uri.text, self.handle.clone(), Duration::ZERO)
+            {
+                tracing::warn!("{e}");
+            }
+        }
+    }
+
+    /// `name` parsed as an NBD URI, unless it is not one or it is this daemon's own export
+    /// (a path through itself would loop); says why not.
+    fn usable_nbd_uri(&self, name: &str) -> Option<NbdUri> {
+        match NbdUri::parse(name) {
+            Ok(uri) if self.settings.own_nbd.serves(&uri) => {
+                tracing::warn!(
+                    "{name}: this is gmultipathd's own NBD export; refusing a path through itself"
+                );
+                None
+            }
+            Ok(uri) => Some(uri),
+            Err(e) => {
+                tracing::warn!("{e}");
+                None
+            }
+        }
+    }
+
+    /// Attaches the NBD URIs among a request's `argN` parameters.
+    fn attach_nbd_args(&mut self, req: &Request) {
+        let uris: Vec<String> = req
+            .params()
+            .iter()
+            .filter(|p| {
+                p.name
+                    .strip_prefix("arg")
+                    .is_some_and(|n| n.parse::<u32>().is_ok())
+            })
+            .filter_map(|p| p.value.split(|&b| b == 0).next())
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .filter(|v| nbd_client::is_uri(v))
+            .map(String::from)
+            .collect();
+        for uri in uris {
+            self.attach_nbd(&uri);
         }
     }
 
@@ -657,6 +801,7 @@ impl Owner {
                 pid: std::process::id(),
             },
             Call::Ctl(mut req) => {
+                self.attach_nbd_args(&req);
                 self.ctl(&mut req);
                 Answer::Ctl(Reply::from_request(&req))
             }
@@ -669,20 +814,26 @@ impl Owner {
                 let (next, lines) = self.console.since(since);
                 Answer::Messages { next, lines }
             }
-            Call::ProviderInfo { name } => match self.providers.info(&name) {
-                Some(i) => Answer::Provider {
-                    mediasize: i.mediasize,
-                    sectorsize: i.sectorsize,
-                },
-                None => failed(Errno(libc::ENOENT)),
-            },
+            Call::ProviderInfo { name } => {
+                self.attach_nbd(&name);
+                match self.providers.info(&name) {
+                    Some(i) => Answer::Provider {
+                        mediasize: i.mediasize,
+                        sectorsize: i.sectorsize,
+                    },
+                    None => failed(Errno(libc::ENOENT)),
+                }
+            }
             Call::ProviderRead { name, offset, len } => {
+                self.attach_nbd(&name);
                 self.provider_io(&name, offset, ProviderOp::Read(len as usize), false)
             }
             Call::ProviderTouch { name, offset, len } => {
+                self.attach_nbd(&name);
                 self.provider_io(&name, offset, ProviderOp::Read(len as usize), true)
             }
             Call::ProviderWrite { name, offset, data } => {
+                self.attach_nbd(&name);
                 self.provider_io(&name, offset, ProviderOp::Write(data), true)
             }
         }

@@ -195,6 +195,11 @@ impl ProviderTable {
         holders
     }
 
+    /// `true` if `name` went away but is still held: its holders have not let go yet.
+    pub fn lingers(&self, name: &str) -> bool {
+        self.providers.get(name).is_some_and(|p| p.gone)
+    }
+
     /// Updates a provider's size (resize).
     pub fn set_size(&mut self, name: &str, mediasize: u64) {
         if let Some(p) = self.providers.get_mut(name) {

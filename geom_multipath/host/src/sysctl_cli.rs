@@ -201,6 +201,7 @@ mod tests {
             tunables: Default::default(),
             devices: Some(Vec::new()),
             mountpoint: "/nonexistent".into(),
+            own_nbd: Default::default(),
         };
         let mut owner = Owner::new(settings, exports, handle);
         move |call| Ok(owner.call(call))

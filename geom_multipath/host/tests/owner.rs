@@ -117,6 +117,7 @@ fn host(n: usize) -> Host {
         tunables: Default::default(),
         devices: None,
         mountpoint: "/nonexistent".into(),
+        own_nbd: Default::default(),
     };
     let (e, h, ps) = (exports.clone(), handle.clone(), paths.clone());
     let thread = std::thread::spawn(move || {
