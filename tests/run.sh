@@ -46,6 +46,23 @@ set +e
 cargo test --workspace -j2 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+
+step "fuzz every decoder of untrusted bytes, ${FUZZ_SECONDS:=10}s each (cargo-fuzz, nightly)"
+FUZZ_SECONDS=$FUZZ_SECONDS geom_multipath/fuzz/run.sh || status=1
+
+step "nothing leaked: loop devices, mounts, namespaces, processes of the end-to-end tests"
+# Every test resource lives under /var/tmp/gmp-e2e-* or is named gmp-net-*; each guard
+# cleans up in Drop, so after the run none may be left.
+leaks=$( { losetup -a 2>/dev/null | grep -F /var/tmp/gmp-e2e- ;
+           grep -F /var/tmp/gmp-e2e- /proc/mounts ;
+           ip netns list 2>/dev/null | grep -E '^gmp-net-' ;
+           pgrep -af 'gmultipathd|nbdkit' | grep -F /var/tmp/gmp-e2e- ; } || true)
+if [ -n "$leaks" ]; then
+    printf 'LEAKED:\n%s\n' "$leaks"
+    status=1
+else
+    echo "none"
+fi
 # One closing line for the whole run, summed over every test binary.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "\ntests: %d passed, %d failed\n", p, f }' "$log"

@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets (feature `testkit`), kept in the crate so that both the
-//! cargo-fuzz crate in `fuzz/` (nightly, libFuzzer) and the stable smoke test
+//! cargo-fuzz crate in `geom_multipath/fuzz/` (nightly, libFuzzer) and the stable smoke test
 //! `tests/fuzz_smoke.rs` run exactly the same code on their inputs.
 //!
 //! Each body takes arbitrary bytes, must never panic on them, and asserts the round trips

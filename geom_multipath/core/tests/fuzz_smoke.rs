@@ -1,7 +1,7 @@
 //! The fuzz targets' bodies (`geom_multipath::fuzz_bodies`) on stable Rust, for a bounded
 //! time: a few thousand random byte strings, mutations of valid encodings (labels, control
 //! requests for every verb, replies), and structurally generated control requests. This is
-//! what `cargo test` runs on machines without nightly; `fuzz/` runs the same bodies under
+//! what `cargo test` runs on machines without nightly; `geom_multipath/fuzz/` runs the same bodies under
 //! libFuzzer. Every run is seeded, so a failure replays; failures are also saved under
 //! `proptest-regressions/fuzz_smoke.txt`.
 
