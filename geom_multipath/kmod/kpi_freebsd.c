@@ -1,0 +1,795 @@
+/*-
+ * SPDX-License-Identifier: BSD-2-Clause
+ *
+ * kpi_freebsd.c: kpi.h over the FreeBSD kernel.
+ *
+ * Every function is a plain translation onto one kernel facility; none
+ * decides anything about multipath. Beyond the one-liners, three pieces of
+ * machinery live here:
+ *
+ *  - the class gate, which gives the Rust class one owner at a time: control
+ *    methods wait for it (kpi_gate_enter), the data path only tries it
+ *    (kpi_gate_try_enter) and hands its request to g_mp_kt when it is busy;
+ *  - g_mp_kt, the kernel process that serves the class's two queues (requests
+ *    to route, completions to judge), as FreeBSD's g_multipath does for its
+ *    failed completions;
+ *  - the GEOM event that runs the class's deferred work (gmp_rs_event), posted
+ *    with a reference the fini method cancels.
+ */
+
+#include <sys/param.h>
+#include <sys/systm.h>
+#include <sys/bio.h>
+#include <sys/kernel.h>
+#include <sys/kthread.h>
+#include <sys/libkern.h>
+#include <sys/lock.h>
+#include <sys/malloc.h>
+#include <sys/mutex.h>
+#include <sys/proc.h>
+#include <sys/sbuf.h>
+#include <sys/sdt.h>
+#include <sys/sx.h>
+
+#include <geom/geom.h>
+#include <geom/geom_ctl.h>
+
+#include "kpi.h"
+#include "g_multipath_kmod.h"
+
+/* Our constants are the kernel's: the build fails on any drift. */
+_Static_assert(KPI_BIO_READ == BIO_READ, "KPI_BIO_READ");
+_Static_assert(KPI_BIO_WRITE == BIO_WRITE, "KPI_BIO_WRITE");
+_Static_assert(KPI_BIO_DELETE == BIO_DELETE, "KPI_BIO_DELETE");
+_Static_assert(KPI_BIO_GETATTR == BIO_GETATTR, "KPI_BIO_GETATTR");
+_Static_assert(KPI_BIO_FLUSH == BIO_FLUSH, "KPI_BIO_FLUSH");
+_Static_assert(KPI_EPERM == EPERM, "KPI_EPERM");
+_Static_assert(KPI_EIO == EIO, "KPI_EIO");
+_Static_assert(KPI_ENXIO == ENXIO, "KPI_ENXIO");
+_Static_assert(KPI_EDEADLK == EDEADLK, "KPI_EDEADLK");
+_Static_assert(KPI_ENOMEM == ENOMEM, "KPI_ENOMEM");
+_Static_assert(KPI_EBUSY == EBUSY, "KPI_EBUSY");
+_Static_assert(KPI_EEXIST == EEXIST, "KPI_EEXIST");
+_Static_assert(KPI_EINVAL == EINVAL, "KPI_EINVAL");
+_Static_assert(KPI_M_NOWAIT == M_NOWAIT, "KPI_M_NOWAIT");
+_Static_assert(KPI_M_WAITOK == M_WAITOK, "KPI_M_WAITOK");
+_Static_assert(KPI_M_ZERO == M_ZERO, "KPI_M_ZERO");
+_Static_assert(KPI_GCTL_PARAM_RD == GCTL_PARAM_RD, "KPI_GCTL_PARAM_RD");
+_Static_assert(KPI_GCTL_PARAM_WR == GCTL_PARAM_WR, "KPI_GCTL_PARAM_WR");
+_Static_assert(KPI_GCTL_PARAM_ASCII == GCTL_PARAM_ASCII, "KPI_GCTL_PARAM_ASCII");
+_Static_assert(sizeof(off_t) == sizeof(uint64_t), "off_t");
+
+/* Room for a provider or geom name copied out of a (pointer, length) string. */
+#define	GMP_NAMELEN	256
+
+static MALLOC_DEFINE(M_GMULTIPATH, "gmultipath", "GEOM MULTIPATH class (Rust)");
+
+/* (ptr, len) into a NUL-terminated buffer of `size` bytes; false if it does not fit. */
+static bool
+gmp_cstr(char *dst, size_t size, const char *src, size_t len)
+{
+
+	if (len >= size)
+		return (false);
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+	return (true);
+}
+
+/* ----- memory -------------------------------------------------------------- */
+
+/* malloc(9) aligns every block to at least this much. */
+#define	GMP_MALLOC_ALIGN	sizeof(void *)
+
+static int
+gmp_mflags(int flags)
+{
+
+	return (((flags & KPI_M_NOWAIT) != 0 ? M_NOWAIT : M_WAITOK) |
+	    ((flags & KPI_M_ZERO) != 0 ? M_ZERO : 0));
+}
+
+void *
+kpi_malloc(size_t size, size_t align, int flags)
+{
+	void *raw;
+	uintptr_t p;
+
+	KASSERT(powerof2(align), ("kpi_malloc: alignment %zu", align));
+	if (align <= GMP_MALLOC_ALIGN)
+		return (malloc(size, M_GMULTIPATH, gmp_mflags(flags)));
+	/* Over-allocate, align, and keep the block's start just below. */
+	raw = malloc(size + align + sizeof(void *), M_GMULTIPATH,
+	    gmp_mflags(flags));
+	if (raw == NULL)
+		return (NULL);
+	p = roundup2((uintptr_t)raw + sizeof(void *), align);
+	((void **)p)[-1] = raw;
+	return ((void *)p);
+}
+
+void
+kpi_free(void *ptr, size_t size __unused, size_t align)
+{
+
+	if (ptr == NULL)
+		return;
+	if (align <= GMP_MALLOC_ALIGN)
+		free(ptr, M_GMULTIPATH);
+	else
+		free(((void **)ptr)[-1], M_GMULTIPATH);
+}
+
+bool
+kpi_can_sleep(void)
+{
+
+	return (THREAD_CAN_SLEEP());
+}
+
+/* ----- console, panic, randomness ------------------------------------------------- */
+
+void
+kpi_log(enum kpi_log_level level __unused, const char *msg, size_t len)
+{
+
+	printf("%.*s\n", (int)len, msg);
+}
+
+void
+kpi_panic(const char *msg, size_t len)
+{
+
+	panic("%.*s", (int)len, msg);
+}
+
+uint32_t
+kpi_random(void)
+{
+
+	return ((uint32_t)random());
+}
+
+/* ----- the class gate ------------------------------------------------------------- */
+
+static struct mtx gmp_gate_mtx;
+static bool gmp_gate_busy;		/* a sleepable owner holds the class */
+static struct thread *gmp_gate_owner;	/* ... this one */
+static bool gmp_gate_unlocked;		/* ... with the topology lock dropped for I/O */
+
+int
+kpi_gate_enter(void)
+{
+	bool topology;
+
+	topology = sx_xlocked(&topology_lock);
+	mtx_lock(&gmp_gate_mtx);
+	if (gmp_gate_busy && gmp_gate_owner == curthread) {
+		mtx_unlock(&gmp_gate_mtx);
+		return (EDEADLK);
+	}
+	while (gmp_gate_busy) {
+		if (topology && gmp_gate_unlocked) {
+			/*
+			 * The owner waits for I/O and then for the topology
+			 * lock, which we hold: wait without it (as access
+			 * methods that drop it do).
+			 */
+			g_topology_unlock();
+			msleep(&gmp_gate_busy, &gmp_gate_mtx, PRIBIO, "gmpgate",
+			    0);
+			mtx_unlock(&gmp_gate_mtx);
+			g_topology_lock();
+			mtx_lock(&gmp_gate_mtx);
+		} else
+			msleep(&gmp_gate_busy, &gmp_gate_mtx, PRIBIO, "gmpgate",
+			    0);
+	}
+	gmp_gate_busy = true;
+	gmp_gate_owner = curthread;
+	mtx_unlock(&gmp_gate_mtx);
+	return (0);
+}
+
+void
+kpi_gate_exit(void)
+{
+
+	mtx_lock(&gmp_gate_mtx);
+	KASSERT(gmp_gate_busy && gmp_gate_owner == curthread,
+	    ("kpi_gate_exit: not the owner"));
+	gmp_gate_busy = false;
+	gmp_gate_owner = NULL;
+	wakeup(&gmp_gate_busy);
+	mtx_unlock(&gmp_gate_mtx);
+}
+
+bool
+kpi_gate_try_enter(void)
+{
+
+	mtx_lock(&gmp_gate_mtx);
+	if (gmp_gate_busy) {
+		mtx_unlock(&gmp_gate_mtx);
+		return (false);
+	}
+	THREAD_NO_SLEEPING();
+	return (true);
+}
+
+void
+kpi_gate_try_exit(void)
+{
+
+	THREAD_SLEEPING_OK();
+	mtx_unlock(&gmp_gate_mtx);
+}
+
+/* The gate's owner drops the topology lock around GEOM I/O, and takes it back. */
+static void
+gmp_topology_drop(void)
+{
+
+	g_topology_assert();
+	mtx_lock(&gmp_gate_mtx);
+	if (gmp_gate_busy && gmp_gate_owner == curthread)
+		gmp_gate_unlocked = true;
+	mtx_unlock(&gmp_gate_mtx);
+	g_topology_unlock();
+}
+
+static void
+gmp_topology_retake(void)
+{
+
+	g_topology_lock();
+	mtx_lock(&gmp_gate_mtx);
+	if (gmp_gate_busy && gmp_gate_owner == curthread)
+		gmp_gate_unlocked = false;
+	mtx_unlock(&gmp_gate_mtx);
+}
+
+/* ----- g_mp_kt and the class's GEOM events ------------------------------------------ */
+
+static struct mtx gmp_kt_mtx;
+static struct bio_queue_head gmp_kt_start;	/* KPI_WORK_START */
+static struct bio_queue_head gmp_kt_done;	/* KPI_WORK_DONE */
+static enum { GMP_KT_NIL, GMP_KT_RUN, GMP_KT_DIE } gmp_kt_state;
+static int gmp_event_ref;	/* the reference every class event carries */
+
+static void
+g_multipath_kt(void *arg __unused)
+{
+	struct bio *bp;
+
+	mtx_lock(&gmp_kt_mtx);
+	while (gmp_kt_state == GMP_KT_RUN) {
+		if ((bp = bioq_takefirst(&gmp_kt_done)) != NULL) {
+			mtx_unlock(&gmp_kt_mtx);
+			gmp_rs_work_done(bp);
+			mtx_lock(&gmp_kt_mtx);
+		} else if ((bp = bioq_takefirst(&gmp_kt_start)) != NULL) {
+			mtx_unlock(&gmp_kt_mtx);
+			gmp_rs_work_start(bp);
+			mtx_lock(&gmp_kt_mtx);
+		} else
+			msleep(&gmp_kt_state, &gmp_kt_mtx, PRIBIO, "gkt:wait",
+			    0);
+	}
+	KASSERT(bioq_first(&gmp_kt_done) == NULL &&
+	    bioq_first(&gmp_kt_start) == NULL, ("g_mp_kt: work left at exit"));
+	gmp_kt_state = GMP_KT_NIL;
+	wakeup(&gmp_kt_state);
+	mtx_unlock(&gmp_kt_mtx);
+	kproc_exit(0);
+}
+
+void
+kpi_worker_enqueue(struct bio *bp, enum kpi_work kind)
+{
+
+	mtx_lock(&gmp_kt_mtx);
+	bioq_insert_tail(kind == KPI_WORK_START ? &gmp_kt_start : &gmp_kt_done,
+	    bp);
+	mtx_unlock(&gmp_kt_mtx);
+	wakeup(&gmp_kt_state);
+}
+
+static void
+g_multipath_event(void *arg __unused, int flag)
+{
+
+	gmp_rs_event(flag == EV_CANCEL);
+}
+
+int
+kpi_post_event(int flags)
+{
+
+	return (g_post_event(g_multipath_event, NULL,
+	    (flags & KPI_M_NOWAIT) != 0 ? M_NOWAIT : M_WAITOK, &gmp_event_ref,
+	    NULL));
+}
+
+void
+gmp_kpi_init(void)
+{
+	int error;
+
+	mtx_init(&gmp_gate_mtx, "gmultipath gate", NULL, MTX_DEF);
+	mtx_init(&gmp_kt_mtx, "gmtbq", NULL, MTX_DEF);
+	bioq_init(&gmp_kt_start);
+	bioq_init(&gmp_kt_done);
+	gmp_kt_state = GMP_KT_RUN;
+	error = kproc_create(g_multipath_kt, NULL, NULL, 0, 0, "g_mp_kt");
+	if (error != 0)
+		panic("geom_multipath: cannot start g_mp_kt (%d)", error);
+}
+
+void
+gmp_kpi_cancel_events(void)
+{
+
+	g_cancel_event(&gmp_event_ref);
+}
+
+void
+gmp_kpi_fini(void)
+{
+
+	mtx_lock(&gmp_kt_mtx);
+	gmp_kt_state = GMP_KT_DIE;
+	wakeup(&gmp_kt_state);
+	while (gmp_kt_state != GMP_KT_NIL)
+		msleep(&gmp_kt_state, &gmp_kt_mtx, PRIBIO, "gmp:fini", 0);
+	mtx_unlock(&gmp_kt_mtx);
+	mtx_destroy(&gmp_kt_mtx);
+	mtx_destroy(&gmp_gate_mtx);
+}
+
+/* ----- DTrace ------------------------------------------------------------------------ */
+
+void
+kpi_sdt_config(enum kpi_sdt_config probe, const char *a, size_t alen,
+    const char *b, size_t blen, int error)
+{
+	char sa[GMP_NAMELEN], sb[GMP_NAMELEN];
+
+	if (!SDT_PROBES_ENABLED())
+		return;
+	if (!gmp_cstr(sa, sizeof(sa), a, alen) ||
+	    !gmp_cstr(sb, sizeof(sb), b, blen))
+		return;
+	switch (probe) {
+	case KPI_SDT_RESTORE:
+		SDT_PROBE2(geom, multipath, config, restore, sa, sb);
+		break;
+	case KPI_SDT_REMOVE:
+		SDT_PROBE2(geom, multipath, config, remove, sa, sb);
+		break;
+	case KPI_SDT_DISCONNECT:
+		SDT_PROBE2(geom, multipath, config, disconnect, sa, sb);
+		break;
+	case KPI_SDT_FAIL:
+		SDT_PROBE3(geom, multipath, config, fail, sa, sb, error);
+		break;
+	case KPI_SDT_TASTE:
+		SDT_PROBE2(geom, multipath, config, taste, sa, sb);
+		break;
+	}
+}
+
+void
+kpi_sdt_restart(struct bio *child, struct bio *parent)
+{
+
+	SDT_PROBE2(geom, multipath, io, restart, child, parent);
+}
+
+/* ----- bios -------------------------------------------------------------------------- */
+
+uint16_t
+kpi_bio_cmd(const struct bio *bp)
+{
+
+	return (bp->bio_cmd);
+}
+
+uint64_t
+kpi_bio_offset(const struct bio *bp)
+{
+
+	return ((uint64_t)bp->bio_offset);
+}
+
+uint64_t
+kpi_bio_length(const struct bio *bp)
+{
+
+	return ((uint64_t)bp->bio_length);
+}
+
+int
+kpi_bio_error(const struct bio *bp)
+{
+
+	return (bp->bio_error);
+}
+
+size_t
+kpi_bio_attribute(const struct bio *bp, const char **attr)
+{
+
+	*attr = bp->bio_attribute;
+	return (bp->bio_attribute != NULL ? strlen(bp->bio_attribute) : 0);
+}
+
+struct bio *
+kpi_bio_parent(const struct bio *bp)
+{
+
+	return (bp->bio_parent);
+}
+
+struct g_geom *
+kpi_bio_geom(const struct bio *bp)
+{
+
+	return (bp->bio_to != NULL ? bp->bio_to->geom : NULL);
+}
+
+void *
+kpi_bio_driver1(const struct bio *bp)
+{
+
+	return (bp->bio_driver1);
+}
+
+void
+kpi_bio_set_driver1(struct bio *bp, void *state)
+{
+
+	bp->bio_driver1 = state;
+}
+
+struct bio *
+kpi_bio_clone(struct bio *bp)
+{
+	struct bio *cbp;
+
+	cbp = g_clone_bio(bp);
+	if (cbp != NULL)
+		cbp->bio_done = g_multipath_done;
+	return (cbp);
+}
+
+void
+kpi_bio_request(struct bio *cbp, struct g_consumer *cp)
+{
+
+	g_io_request(cbp, cp);
+}
+
+void
+kpi_bio_retire(struct bio *cbp)
+{
+
+	cbp->bio_parent->bio_inbed++;
+	g_destroy_bio(cbp);
+}
+
+void
+kpi_bio_complete(struct bio *cbp, int error)
+{
+	struct bio *pbp;
+
+	pbp = cbp->bio_parent;
+	pbp->bio_completed += cbp->bio_completed;
+	pbp->bio_inbed++;
+	g_destroy_bio(cbp);
+	g_io_deliver(pbp, error);
+}
+
+void
+kpi_bio_deliver(struct bio *bp, int error)
+{
+
+	g_io_deliver(bp, error);
+}
+
+void
+kpi_bio_attr_append(struct bio *bp, const char *s, size_t len)
+{
+	char suffix[GMP_NAMELEN];
+
+	if (bp->bio_data == NULL || bp->bio_length <= 0 ||
+	    !gmp_cstr(suffix, sizeof(suffix), s, len))
+		return;
+	strlcat(bp->bio_data, suffix, (size_t)bp->bio_length);
+}
+
+/* ----- consumers ------------------------------------------------------------------------ */
+
+struct g_provider *
+kpi_cp_provider(const struct g_consumer *cp)
+{
+
+	return (cp->provider);
+}
+
+int
+kpi_cp_access(struct g_consumer *cp, int dr, int dw, int de)
+{
+
+	g_topology_assert();
+	return (g_access(cp, dr, dw, de));
+}
+
+int
+kpi_cp_read(struct g_consumer *cp, uint64_t offset, void *buf, size_t len)
+{
+	void *data;
+	int error;
+
+	gmp_topology_drop();
+	data = g_read_data(cp, (off_t)offset, (off_t)len, &error);
+	gmp_topology_retake();
+	if (data == NULL)
+		return (error != 0 ? error : EIO);
+	memcpy(buf, data, len);
+	g_free(data);
+	return (0);
+}
+
+int
+kpi_cp_write(struct g_consumer *cp, uint64_t offset, const void *buf,
+    size_t len)
+{
+	int error;
+
+	gmp_topology_drop();
+	error = g_write_data(cp, (off_t)offset, __DECONST(void *, buf),
+	    (off_t)len);
+	gmp_topology_retake();
+	return (error);
+}
+
+void
+kpi_cp_detach(struct g_consumer *cp)
+{
+
+	g_topology_assert();
+	if (cp->provider != NULL)
+		g_detach(cp);
+	g_destroy_consumer(cp);
+}
+
+/* ----- providers -------------------------------------------------------------------------- */
+
+const char *
+kpi_pp_name(const struct g_provider *pp, size_t *len)
+{
+
+	*len = strlen(pp->name);
+	return (pp->name);
+}
+
+uint64_t
+kpi_pp_mediasize(const struct g_provider *pp)
+{
+
+	return ((uint64_t)pp->mediasize);
+}
+
+uint32_t
+kpi_pp_sectorsize(const struct g_provider *pp)
+{
+
+	return (pp->sectorsize);
+}
+
+uint64_t
+kpi_pp_stripesize(const struct g_provider *pp)
+{
+
+	return ((uint64_t)pp->stripesize);
+}
+
+uint64_t
+kpi_pp_stripeoffset(const struct g_provider *pp)
+{
+
+	return ((uint64_t)pp->stripeoffset);
+}
+
+uint32_t
+kpi_pp_rank(const struct g_provider *pp)
+{
+
+	return ((uint32_t)pp->geom->rank);
+}
+
+struct g_geom *
+kpi_pp_geom(const struct g_provider *pp)
+{
+
+	return (pp->geom);
+}
+
+struct g_provider *
+kpi_pp_by_name(const char *name, size_t len)
+{
+	char buf[GMP_NAMELEN];
+
+	if (!gmp_cstr(buf, sizeof(buf), name, len))
+		return (NULL);
+	return (g_provider_by_name(buf));
+}
+
+/* ----- geoms --------------------------------------------------------------------------------- */
+
+struct g_geom *
+kpi_g_new_geom(const char *name, size_t len, struct g_provider **ppp)
+{
+	struct g_geom *gp;
+	struct g_provider *pp;
+
+	g_topology_assert();
+	gp = g_new_geomf(&g_multipath_class, "%.*s", (int)len, name);
+	gp->start = g_multipath_start;
+	gp->orphan = g_multipath_orphan;
+	gp->access = g_multipath_access;
+	gp->dumpconf = g_multipath_dumpconf;
+	gp->resize = g_multipath_resize;
+	pp = g_new_providerf(gp, "multipath/%.*s", (int)len, name);
+	g_error_provider(pp, 0);
+	*ppp = pp;
+	return (gp);
+}
+
+void
+kpi_g_set_geometry(struct g_provider *pp, uint64_t mediasize,
+    uint32_t sectorsize)
+{
+
+	pp->mediasize = (off_t)mediasize;
+	pp->sectorsize = sectorsize;
+}
+
+void
+kpi_g_set_stripe(struct g_provider *pp, uint64_t stripesize,
+    uint64_t stripeoffset)
+{
+
+	pp->stripesize = (off_t)stripesize;
+	pp->stripeoffset = (off_t)stripeoffset;
+}
+
+void
+kpi_g_resize(struct g_provider *pp, uint64_t mediasize)
+{
+
+	g_topology_assert();
+	g_resize_provider(pp, (off_t)mediasize);
+}
+
+void
+kpi_g_wither_provider(struct g_provider *pp, int error)
+{
+
+	g_topology_assert();
+	g_wither_provider(pp, error);
+}
+
+void
+kpi_g_wither_geom(struct g_geom *gp, int error)
+{
+
+	g_topology_assert();
+	gp->softc = NULL;
+	g_wither_geom(gp, error);
+}
+
+int
+kpi_g_attach(struct g_geom *gp, struct g_provider *pp, struct g_consumer **cpp)
+{
+	struct g_consumer *cp;
+	int error;
+
+	g_topology_assert();
+	cp = g_new_consumer(gp);
+	error = g_attach(cp, pp);
+	if (error != 0) {
+		g_destroy_consumer(cp);
+		return (error);
+	}
+	*cpp = cp;
+	return (0);
+}
+
+int
+kpi_g_taste_read(struct g_provider *pp, uint64_t offset, void *buf, size_t len)
+{
+	struct g_geom *gp;
+	struct g_consumer *cp;
+	void *data;
+	int error;
+
+	g_topology_assert();
+	gp = g_new_geomf(&g_multipath_class, "multipath:taste");
+	gp->orphan = g_multipath_taste_orphan;
+	cp = g_new_consumer(gp);
+	data = NULL;
+	error = g_attach(cp, pp);
+	if (error == 0) {
+		error = g_access(cp, 1, 0, 0);
+		if (error == 0) {
+			gmp_topology_drop();
+			data = g_read_data(cp, (off_t)offset, (off_t)len,
+			    &error);
+			gmp_topology_retake();
+			g_access(cp, -1, 0, 0);
+		}
+		g_detach(cp);
+	}
+	g_destroy_consumer(cp);
+	g_destroy_geom(gp);
+	if (data == NULL)
+		return (error != 0 ? error : EIO);
+	memcpy(buf, data, len);
+	g_free(data);
+	return (0);
+}
+
+/* ----- control requests ------------------------------------------------------------------------ */
+
+uint32_t
+kpi_gctl_nparams(const struct gctl_req *req)
+{
+
+	return (req->arg != NULL ? req->narg : 0);
+}
+
+int
+kpi_gctl_param(const struct gctl_req *req, uint32_t i, const char **name,
+    size_t *name_len, const void **value, size_t *value_len)
+{
+	const struct gctl_req_arg *ap;
+
+	if (req->arg == NULL || i >= req->narg)
+		return (-1);
+	ap = &req->arg[i];
+	*name = ap->name;
+	*name_len = strlen(ap->name);
+	*value = ap->kvalue;
+	*value_len = ap->len > 0 ? (size_t)ap->len : 0;
+	return (ap->flag &
+	    (GCTL_PARAM_RD | GCTL_PARAM_WR | GCTL_PARAM_ASCII));
+}
+
+void
+kpi_gctl_error(struct gctl_req *req, const char *msg, size_t len)
+{
+
+	gctl_error(req, "%.*s", (int)len, msg);
+}
+
+void
+kpi_gctl_set_param(struct gctl_req *req, const char *name, size_t name_len,
+    const void *value, size_t len)
+{
+	char param[GMP_NAMELEN];
+
+	if (!gmp_cstr(param, sizeof(param), name, name_len))
+		return;
+	gctl_set_param_err(req, param, value, (int)len);
+}
+
+/* ----- kern.geom.confxml ------------------------------------------------------------------------ */
+
+void
+kpi_sbuf_cat(struct sbuf *sb, const char *s, size_t len)
+{
+
+	sbuf_bcat(sb, s, len);
+}

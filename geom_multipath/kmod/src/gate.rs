@@ -1,0 +1,121 @@
+//! The class gate: who may touch the one [`Class`] of the module, and when.
+//!
+//! The module state ([`Module`]: the core's class, the kernel topology, the FIFO of deferred
+//! work) lives in one static cell. It is reached only through a [`Held`], which exists only
+//! while the calling thread holds the gate of `kpi.h`:
+//!
+//! * [`Held::enter`] (`kpi_gate_enter`) waits for the class and may sleep while holding it;
+//!   every control method uses it. A GEOM method re-entered on the same thread from inside one
+//!   of the class's own topology calls (an access to a multipath provider that is itself a
+//!   path) gets EDEADLK instead of a second, aliasing hold.
+//! * [`Held::try_enter`] (`kpi_gate_try_enter`) never waits: g_down and g_up use it and hand
+//!   their request to `g_mp_kt` when a control call owns the class. While it is held, the
+//!   thread may not sleep.
+//!
+//! So there is never more than one `&mut Module`, and the data path never waits for a control
+//! call that is itself waiting for I/O.
+
+use alloc::collections::VecDeque;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+
+use geom_multipath::{Class, Deferred, Errno};
+
+use crate::bindings as b;
+use crate::topology::KernelTopology;
+use crate::tunables;
+
+/// Everything the module owns.
+pub(crate) struct Module {
+    /// The class (every geom and path).
+    pub(crate) class: Class,
+    /// The kernel objects behind the class's ids.
+    pub(crate) topo: KernelTopology,
+    /// Deferred work the class asked for, run one item per posted GEOM event.
+    pub(crate) deferred: VecDeque<Deferred>,
+}
+
+impl Module {
+    /// A module with no geoms and the current tunables (`g_multipath_init`).
+    pub(crate) fn new() -> Module {
+        Module {
+            class: Class::new(tunables::snapshot()),
+            topo: KernelTopology::default(),
+            deferred: VecDeque::new(),
+        }
+    }
+}
+
+struct Slot(UnsafeCell<Option<Module>>);
+
+// SAFETY: the cell is only reached through `Held::module`/`Held::install`, and a `Held` exists
+// only while its thread holds the class gate, which admits one thread at a time.
+unsafe impl Sync for Slot {}
+
+static SLOT: Slot = Slot(UnsafeCell::new(None));
+
+/// Proof that this thread holds the class gate; gives the gate back when dropped.
+pub(crate) struct Held {
+    try_mode: bool,
+    /// A hold belongs to the thread that took it.
+    _not_send: PhantomData<*mut ()>,
+}
+
+impl Held {
+    /// Waits for the class (may sleep). EDEADLK if this thread already holds it.
+    pub(crate) fn enter() -> Result<Held, Errno> {
+        // SAFETY: no preconditions; may sleep, which every caller of enter() may.
+        let error = unsafe { b::kpi_gate_enter() };
+        if error != 0 {
+            return Err(Errno(error));
+        }
+        Ok(Held {
+            try_mode: false,
+            _not_send: PhantomData,
+        })
+    }
+
+    /// Takes the class if it is free, without sleeping; the data path's way in.
+    pub(crate) fn try_enter() -> Option<Held> {
+        // SAFETY: no preconditions; never sleeps.
+        let taken = unsafe { b::kpi_gate_try_enter() };
+        // Built only when taken: dropping a Held gives the gate back.
+        if taken {
+            Some(Held {
+                try_mode: true,
+                _not_send: PhantomData,
+            })
+        } else {
+            None
+        }
+    }
+
+    /// The module, if it is loaded, with the tunables refreshed from the sysctls.
+    pub(crate) fn module(&mut self) -> Option<&mut Module> {
+        // SAFETY: this thread holds the gate (a Held exists) and the returned borrow is tied to
+        // `&mut self`, so no other reference to the cell's contents exists while it lives.
+        let slot = unsafe { &mut *SLOT.0.get() };
+        let module = slot.as_mut()?;
+        *module.class.tunables_mut() = tunables::snapshot();
+        Some(module)
+    }
+
+    /// Replaces the module (load and unload); returns the old one.
+    pub(crate) fn install(&mut self, module: Option<Module>) -> Option<Module> {
+        // SAFETY: as in `module`: the gate is held and the borrow ends here.
+        let slot = unsafe { &mut *SLOT.0.get() };
+        core::mem::replace(slot, module)
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if self.try_mode {
+            // SAFETY: this Held took the gate with kpi_gate_try_enter.
+            unsafe { b::kpi_gate_try_exit() }
+        } else {
+            // SAFETY: this Held took the gate with kpi_gate_enter.
+            unsafe { b::kpi_gate_exit() }
+        }
+    }
+}

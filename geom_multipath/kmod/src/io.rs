@@ -1,0 +1,209 @@
+//! The data path: `start` (g_down), `done` (g_up) and their second halves in `g_mp_kt`.
+//!
+//! A request to a multipath provider carries the core's [`CoreBio`] in its `bio_driver1`,
+//! allocated without sleeping when the request is first routed and freed when it is delivered.
+//! Each attempt is a clone sent down one path. The core decides everything (which path, what a
+//! completion means); this module only turns its answers into GEOM calls, and does so *after*
+//! giving the class gate back, so no GEOM call is ever made while the data path holds it.
+//!
+//! Where each step runs, as in FreeBSD:
+//! * `start` routes in g_down; if a control call owns the class it queues the request to
+//!   `g_mp_kt` (`KPI_WORK_START`), which routes it when the class is free.
+//! * `done` of a success or an ordinary error completes in g_up. An EIO/ENXIO completion is
+//!   queued to `g_mp_kt` (`KPI_WORK_DONE`), which fails the path and *reissues* the request from
+//!   there, never inline in g_up. So are completions that find the class busy, and those on a
+//!   LOST path (whose last completion posts the path's detach, which allocates).
+
+use core::ptr::NonNull;
+
+use geom_multipath::{Bio as CoreBio, Done, Errno};
+
+use crate::alloc_kpi;
+use crate::bindings::kpi_work;
+use crate::ffi::{result_of, Bio, Consumer};
+use crate::gate::{Held, Module};
+use crate::output;
+
+/// What to do with GEOM once the gate is given back.
+#[derive(Debug)]
+enum Action {
+    /// Send a clone down a path.
+    Issue(Bio, Consumer),
+    /// Answer a request that has no clone in flight.
+    Deliver(Bio, Errno),
+    /// A clone's attempt answers its parent with this errno (0: success), after appending to
+    /// a physpath answer.
+    Complete(Bio, i32, Option<&'static str>),
+    /// Forget a failed attempt and send a new clone down a path.
+    Reissue(Bio, Bio, Consumer),
+    /// Hand the bio to `g_mp_kt`.
+    Queue(Bio, kpi_work),
+}
+
+impl Action {
+    fn run(self) {
+        match self {
+            Action::Issue(clone, cp) => clone.request(cp),
+            Action::Deliver(bp, error) => bp.deliver(error.0),
+            Action::Complete(clone, error, append) => {
+                if let (0, Some(suffix)) = (error, append) {
+                    clone.attr_append(suffix);
+                }
+                clone.complete(error);
+            }
+            Action::Reissue(old, new, cp) => {
+                old.retire();
+                new.request(cp);
+            }
+            Action::Queue(bp, kind) => bp.enqueue(kind),
+        }
+    }
+}
+
+/// The request's state in `bio_driver1`.
+fn state_of(bp: Bio) -> Option<NonNull<CoreBio>> {
+    NonNull::new(bp.driver1().cast::<CoreBio>())
+}
+
+/// g_down: route a new request, or queue it if the class is busy.
+pub(crate) fn start(bp: Bio) {
+    let action = match Held::try_enter() {
+        Some(mut held) => match held.module() {
+            Some(m) => route(m, bp),
+            None => Action::Deliver(bp, Errno::ENXIO),
+        },
+        None => Action::Queue(bp, kpi_work::KPI_WORK_START),
+    };
+    action.run();
+}
+
+/// `g_mp_kt`: route a request `start` queued.
+pub(crate) fn work_start(bp: Bio) {
+    let action = match Held::enter() {
+        Ok(mut held) => match held.module() {
+            Some(m) => route(m, bp),
+            None => Action::Deliver(bp, Errno::ENXIO),
+        },
+        Err(e) => Action::Deliver(bp, e),
+    };
+    action.run();
+}
+
+/// `g_multipath_start`: allocate the request's state, clone it, and let the core choose a path.
+fn route(m: &mut Module, bp: Bio) -> Action {
+    let Some(geom) = bp.geom().and_then(|gp| m.topo.geom_of(gp)) else {
+        return Action::Deliver(bp, Errno::ENXIO);
+    };
+    let core = CoreBio::new(bp.token(), geom, bp.op(), bp.offset(), bp.length());
+    let Some(mut state) = alloc_kpi::try_alloc(core) else {
+        return Action::Deliver(bp, Errno::ENOMEM);
+    };
+    let Some(clone) = bp.clone_request() else {
+        // SAFETY: just allocated by try_alloc and not shared.
+        unsafe { alloc_kpi::free(state) };
+        return Action::Deliver(bp, Errno::ENOMEM);
+    };
+    // SAFETY: just allocated by try_alloc and not shared yet.
+    let core = unsafe { state.as_mut() };
+    let routed = m.class.start(core);
+    output::drain(m, None);
+    let error = match routed {
+        Ok(path) => match m.topo.consumer(path) {
+            Some(cp) => {
+                bp.set_driver1(state.as_ptr().cast());
+                return Action::Issue(clone, cp);
+            }
+            // Every path of the class has a consumer; should one be missing, the attempt
+            // ends at once, through the core, so its count of requests in flight stays right.
+            None => match m.class.done(core, Err(Errno::ENOMEM)) {
+                Done::Deliver { result, .. } => result.err().unwrap_or(Errno::ENOMEM),
+                Done::Reissue(_) => Errno::ENOMEM,
+            },
+        },
+        Err(e) => e,
+    };
+    output::drain(m, None);
+    clone.retire();
+    // SAFETY: not stored anywhere; freed once.
+    unsafe { alloc_kpi::free(state) };
+    Action::Deliver(bp, error)
+}
+
+/// g_up: a clone's attempt finished.
+pub(crate) fn done(clone: Bio) {
+    if Errno(clone.error()).fails_path() {
+        // g_multipath_done: EIO and ENXIO go to g_mp_kt.
+        clone.enqueue(kpi_work::KPI_WORK_DONE);
+        return;
+    }
+    let action = match Held::try_enter() {
+        Some(mut held) => match held.module() {
+            Some(m) if !on_lost_path(m, clone) => finish(m, clone),
+            _ => Action::Queue(clone, kpi_work::KPI_WORK_DONE),
+        },
+        None => Action::Queue(clone, kpi_work::KPI_WORK_DONE),
+    };
+    action.run();
+}
+
+/// `g_mp_kt`: a completion `done` queued (`g_multipath_done_error` for EIO/ENXIO).
+pub(crate) fn work_done(clone: Bio) {
+    let action = match Held::enter() {
+        Ok(mut held) => match held.module() {
+            Some(m) => finish(m, clone),
+            None => Action::Complete(clone, Errno::ENXIO.0, None),
+        },
+        Err(e) => Action::Complete(clone, e.0, None),
+    };
+    action.run();
+}
+
+/// Whether the clone's path is LOST (or gone): its completion may post a detach.
+fn on_lost_path(m: &Module, clone: Bio) -> bool {
+    let path = clone
+        .parent()
+        .and_then(state_of)
+        // SAFETY: the state of a request with a clone in flight; only read here.
+        .and_then(|state| unsafe { state.as_ref() }.path());
+    path.and_then(|p| m.class.path(p))
+        .is_none_or(|p| p.is_lost() || p.is_orphaned())
+}
+
+/// `g_multipath_done` / `g_multipath_done_error`: the core decides; deliver or reissue.
+fn finish(m: &mut Module, clone: Bio) -> Action {
+    let Some(parent) = clone.parent() else {
+        return Action::Complete(clone, Errno::ENXIO.0, None);
+    };
+    let Some(mut state) = state_of(parent) else {
+        return Action::Complete(clone, Errno::ENXIO.0, None);
+    };
+    // SAFETY: the request's state, owned by the request; this thread holds the gate and the
+    // request's one attempt in flight has just come back, so nothing else touches it.
+    let core = unsafe { state.as_mut() };
+    let mut verdict = m.class.done(core, result_of(clone.error()));
+    output::drain(m, Some(clone));
+    if let Done::Reissue(path) = verdict {
+        match (parent.clone_request(), m.topo.consumer(path)) {
+            (Some(next), Some(cp)) => return Action::Reissue(clone, next, cp),
+            (next, _) => {
+                // The new attempt cannot be made: it ends at once with ENOMEM.
+                if let Some(next) = next {
+                    next.retire();
+                }
+                verdict = m.class.done(core, Err(Errno::ENOMEM));
+                output::drain(m, Some(clone));
+            }
+        }
+    }
+    match verdict {
+        Done::Deliver { result, append } => {
+            parent.set_driver1(core::ptr::null_mut());
+            // SAFETY: the request is answered; its state is not reachable any more.
+            unsafe { alloc_kpi::free(state) };
+            Action::Complete(clone, crate::ffi::errno_of(result), append)
+        }
+        // The core answers a reissued attempt's own failure with Deliver; a second Reissue
+        // without an attempt in flight cannot happen.
+        Done::Reissue(_) => Action::Complete(clone, Errno::ENOMEM.0, None),
+    }
+}

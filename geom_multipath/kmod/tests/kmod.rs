@@ -1,0 +1,1040 @@
+//! The kernel module's Rust half, driven through the very `gmp_rs_*` entry points the C shim
+//! calls, over the userland implementation of every `kpi_*` function: taste, every verb as
+//! geom(8) sends it, failover with the reissue made by `g_mp_kt`, exactly-once delivery,
+//! orphans, dumpconf, destroy, unload, and zero leaked allocations at the end of each scenario.
+//!
+//! The test binary's allocator is the module's own (`KpiAlloc` over the userland
+//! `kpi_malloc`), so the accounting sees every allocation the glue and the core make.
+
+use geom_multipath::Mode;
+use geom_multipath_kmod::bindings::{KPI_BIO_GETATTR, KPI_BIO_READ, KPI_BIO_WRITE};
+use geom_multipath_kmod::userland::world::Fault;
+use geom_multipath_kmod::userland::{self, memory, CtlReply, Kernel};
+use geom_multipath_kmod::KpiAlloc;
+
+#[global_allocator]
+static ALLOCATOR: KpiAlloc = KpiAlloc;
+
+const MB: u64 = 1 << 20;
+const SS: u32 = 512;
+const UUID: &str = "6a1e8bcf-0d3e-11ef-9c6a-0800272b4c1e";
+
+fn ok() -> CtlReply {
+    CtlReply::default()
+}
+
+fn err(text: &str) -> CtlReply {
+    CtlReply {
+        error: Some(String::from(text)),
+        output: String::new(),
+    }
+}
+
+fn out(text: &str) -> CtlReply {
+    CtlReply {
+        error: None,
+        output: String::from(text),
+    }
+}
+
+/// A loaded kernel with one disk reached through `md0`, `md1` (and `md2` with `paths == 3`).
+fn machine(paths: usize) -> (Kernel, usize) {
+    let mut k = Kernel::boot();
+    let disk = k.disk("md", paths, MB, SS);
+    k.load();
+    k.settle();
+    (k, disk)
+}
+
+/// `gmultipath create [-A|-R] FRED md0 md1 ...`.
+fn create(k: &mut Kernel, options: &[(&str, i32)], paths: &[&str]) -> CtlReply {
+    let mut args = vec!["FRED"];
+    args.extend_from_slice(paths);
+    let mut opts = vec![("active_active", 0), ("active_read", 0)];
+    for (name, value) in options {
+        opts.retain(|(n, _)| n != name);
+        opts.insert(0, (*name, *value));
+    }
+    k.ctl("create", &opts, &args)
+}
+
+/// Stops every geom (with exclusive=1 FreeBSD refuses to unload while one exists), unloads,
+/// and checks that nothing is left: no geom, no allocation, no broken rule.
+fn finish(mut k: Kernel) {
+    k.settle();
+    for name in k.geoms() {
+        assert_eq!(k.ctl("stop", &[], &[&name]), ok(), "stop {name}");
+    }
+    assert_eq!(k.unload(), Ok(()), "unload");
+    k.check();
+    let m = k.malloc();
+    assert_eq!(
+        (m.live_blocks, m.live_bytes),
+        (0, 0),
+        "the module leaked {m:?}"
+    );
+}
+
+fn write_bytes(k: &mut Kernel, offset: u64, fill: u8, len: usize) -> userland::Answer {
+    let bp = k.submit(
+        "multipath/FRED",
+        KPI_BIO_WRITE,
+        offset,
+        vec![fill; len],
+        None,
+    );
+    k.settle();
+    let answer = k.answer(bp).expect("delivered");
+    k.forget(bp);
+    answer
+}
+
+fn read_bytes(k: &mut Kernel, offset: u64, len: usize) -> userland::Answer {
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, offset, vec![0; len], None);
+    k.settle();
+    let answer = k.answer(bp).expect("delivered");
+    k.forget(bp);
+    answer
+}
+
+#[test]
+fn load_and_unload_leave_nothing_behind() {
+    let (k, _) = machine(2);
+    finish(k);
+}
+
+#[test]
+fn taste_of_labelled_disks_creates_the_geom_freebsd_prints() {
+    let mut k = Kernel::boot();
+    let disk = k.disk("md", 2, MB, SS);
+    k.label(disk, "FRED", UUID, Mode::ActivePassive, SS);
+    k.load();
+    k.settle();
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: FRED created",
+            "GEOM_MULTIPATH: md0 added to FRED",
+            "GEOM_MULTIPATH: md0 is now active path in FRED",
+            "GEOM_MULTIPATH: md1 added to FRED",
+        ]
+    );
+    assert_eq!(
+        k.probes(),
+        [
+            format!("config:taste(FRED,{UUID})"),
+            format!("config:taste(FRED,{UUID})")
+        ]
+    );
+    // AUTOMATIC: the label's sector is not part of the provider; paths held r1w1e1.
+    let pp = k.provider_state("multipath/FRED").expect("provider");
+    assert_eq!(
+        (pp.mediasize, pp.sectorsize, pp.access),
+        (MB - u64::from(SS), SS, (0, 0, 0))
+    );
+    assert_eq!(k.provider_state("md0").unwrap().access, (1, 1, 1));
+    // GEOM tasted the new multipath provider too, reading its last sector through the class's
+    // own access, start and done (one clone, on the active path): no second geom, no anomaly.
+    assert_eq!(k.issued(), ["md0"]);
+    assert_eq!(k.geoms(), ["FRED"]);
+    let conf = k.conf("FRED").unwrap();
+    assert!(conf.geom.contains("<Type>AUTOMATIC</Type>"), "{conf:?}");
+    assert!(conf.geom.contains(&format!("<UUID>{UUID}</UUID>")));
+    k.check();
+    finish(k);
+}
+
+#[test]
+fn a_path_arriving_later_joins_by_uuid() {
+    let mut k = Kernel::boot();
+    let disk = k.disk("md", 1, MB, SS);
+    k.label(disk, "FRED", UUID, Mode::ActiveActive, SS);
+    k.load();
+    k.settle();
+    k.console();
+    k.provider("md1", disk, MB, SS);
+    k.settle();
+    assert_eq!(k.console(), ["GEOM_MULTIPATH: md1 added to FRED"]);
+    assert_eq!(k.ctl("getactive", &[], &["FRED"]), out("md1 md0\n"));
+    finish(k);
+}
+
+#[test]
+fn a_name_clash_renames_the_newcomer_with_random() {
+    let mut k = Kernel::boot();
+    let a = k.disk("da", 1, MB, SS);
+    let b = k.disk("db", 1, MB, SS);
+    k.label(a, "FRED", UUID, Mode::ActivePassive, SS);
+    k.label(
+        b,
+        "FRED",
+        "0b7a2f0c-0d3f-11ef-9c6a-0800272b4c1e",
+        Mode::ActivePassive,
+        SS,
+    );
+    k.set_random(77);
+    k.load();
+    k.settle();
+    let console = k.console();
+    assert!(
+        console.contains(&format!("GEOM_MULTIPATH: geom FRED/{UUID} exists already")),
+        "{console:#?}"
+    );
+    assert!(console.contains(&String::from("GEOM_MULTIPATH: FRED-77 created")));
+    assert!(k.has_provider("multipath/FRED-77"));
+    finish(k);
+}
+
+#[test]
+fn create_as_geom8_sends_it() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "/dev/md1"]), ok());
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: FRED created",
+            "GEOM_MULTIPATH: md0 added to FRED",
+            "GEOM_MULTIPATH: md0 is now active path in FRED",
+            "GEOM_MULTIPATH: md1 added to FRED",
+        ]
+    );
+    // MANUAL: the whole path; exclusive=1 holds every path r1w1e1.
+    let pp = k.provider_state("multipath/FRED").unwrap();
+    assert_eq!((pp.mediasize, pp.sectorsize), (MB, SS));
+    assert_eq!(k.provider_state("md1").unwrap().access, (1, 1, 1));
+    assert_eq!(k.ctl("getactive", &[], &["FRED"]), out("md0\n"));
+    finish(k);
+}
+
+#[test]
+fn stripe_geometry_follows_the_first_path_that_has_one() {
+    let (mut k, _) = machine(2);
+    k.set_stripe("md0", 4096, 512);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    assert_eq!(
+        k.provider_state("multipath/FRED").unwrap().stripe,
+        (4096, 512)
+    );
+    finish(k);
+}
+
+#[test]
+fn io_goes_through_the_active_path_and_reaches_the_disk() {
+    let (mut k, disk) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.issued();
+    let w = write_bytes(&mut k, 4096, 0xa5, 1024);
+    assert_eq!((w.error, w.completed, w.delivered), (0, 1024, 1));
+    let r = read_bytes(&mut k, 4096, 1024);
+    assert_eq!((r.error, r.delivered), (0, 1));
+    assert!(r.data.iter().all(|&b| b == 0xa5));
+    assert_eq!(k.issued(), ["md0", "md0"]);
+    let _ = disk;
+    finish(k);
+}
+
+#[test]
+fn failover_reissues_from_g_mp_kt_not_inline_in_g_up() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.console();
+    k.issued();
+    k.fault(
+        "md0",
+        Fault {
+            io: Some(5),
+            ..Fault::default()
+        },
+    );
+    let bp = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![7; 512], None);
+    assert_eq!(k.issued(), ["md0"]);
+    assert_eq!(k.queues(), (1, 0, 0), "the EIO answer waits for g_up");
+
+    // g_up: the EIO completion is handed to g_mp_kt; nothing is reissued from g_up.
+    assert!(k.run_up());
+    assert_eq!(k.queues(), (0, 1, 0));
+    assert!(k.issued().is_empty(), "reissued inline in g_up");
+    assert!(k.answer(bp).is_none());
+    assert!(k.console().is_empty());
+
+    // g_mp_kt: the path fails, the request goes down the other one.
+    assert!(k.run_worker());
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL",
+            "GEOM_MULTIPATH: md1 is now active path in FRED",
+        ]
+    );
+    let probes = k.probes();
+    assert_eq!(probes[0], "config:fail(FRED,md0,5)");
+    assert!(probes[1].starts_with("io:restart("), "{probes:?}");
+    assert!(
+        probes[1].ends_with(&format!(",{bp:#x})")),
+        "restart names the parent: {probes:?}"
+    );
+    assert_eq!(k.issued(), ["md1"]);
+    assert!(k.answer(bp).is_none());
+
+    // g_up: the request completes, once, successfully.
+    k.settle();
+    let a = k.answer(bp).unwrap();
+    assert_eq!((a.error, a.completed, a.delivered), (0, 512, 1));
+    k.forget(bp);
+    let conf = k.conf("FRED").unwrap();
+    assert_eq!(conf.geom.lines().next(), Some("\t<State>DEGRADED</State>"));
+    finish(k);
+}
+
+#[test]
+fn every_path_failing_ends_the_request_with_the_error_once() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.console();
+    for p in ["md0", "md1"] {
+        k.fault(
+            p,
+            Fault {
+                io: Some(6),
+                ..Fault::default()
+            },
+        );
+    }
+    let a = write_bytes(&mut k, 0, 1, 512);
+    assert_eq!((a.error, a.delivered), (6, 1));
+    let console = k.console();
+    assert!(console.contains(&String::from(
+        "GEOM_MULTIPATH: Error 6, md0 in FRED marked FAIL"
+    )));
+    assert!(
+        console
+            .iter()
+            .any(|l| l.starts_with("GEOM_MULTIPATH: all paths in FRED were marked FAIL, restore")),
+        "{console:#?}"
+    );
+    assert!(k
+        .probes()
+        .iter()
+        .any(|p| p.starts_with("config:restore(FRED,")));
+    finish(k);
+}
+
+#[test]
+fn ordinary_errors_pass_through_without_failing_the_path() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.console();
+    k.fault(
+        "md0",
+        Fault {
+            io: Some(28),
+            io_count: Some(1),
+            ..Fault::default()
+        },
+    );
+    let a = write_bytes(&mut k, 0, 1, 512);
+    assert_eq!((a.error, a.delivered), (28, 1));
+    assert!(k.console().is_empty());
+    assert_eq!(k.ctl("getactive", &[], &["FRED"]), out("md0\n"));
+    finish(k);
+}
+
+#[test]
+fn every_request_is_delivered_exactly_once_across_faults_and_modes() {
+    let (mut k, _) = machine(3);
+    assert_eq!(
+        create(&mut k, &[("active_active", 1)], &["md0", "md1", "md2"]),
+        ok()
+    );
+    let mut requests = Vec::new();
+    for round in 0..30u64 {
+        match round {
+            5 => k.fault(
+                "md1",
+                Fault {
+                    io: Some(5),
+                    io_count: Some(3),
+                    ..Fault::default()
+                },
+            ),
+            12 => assert_eq!(k.ctl("restore", &[], &["FRED", "md1"]), ok()),
+            18 => assert_eq!(k.ctl("fail", &[], &["FRED", "md2"]), ok()),
+            24 => {
+                assert_eq!(
+                    k.ctl(
+                        "configure",
+                        &[
+                            ("active_read", 1),
+                            ("active_active", 0),
+                            ("active_passive", 0)
+                        ],
+                        &["FRED"]
+                    ),
+                    ok()
+                )
+            }
+            _ => {}
+        }
+        for i in 0..4u64 {
+            let cmd = if (round + i) % 2 == 0 {
+                KPI_BIO_READ
+            } else {
+                KPI_BIO_WRITE
+            };
+            requests.push(k.submit(
+                "multipath/FRED",
+                cmd,
+                (round * 4 + i) * 512,
+                vec![0; 512],
+                None,
+            ));
+        }
+        // Interleave the threads a little differently each round.
+        for _ in 0..(round % 3) {
+            k.run_up();
+            k.run_worker();
+        }
+    }
+    k.settle();
+    for bp in requests {
+        let a = k.answer(bp).expect("every request is answered");
+        assert_eq!(a.delivered, 1);
+        assert_eq!(a.error, 0, "a path was always left");
+        k.forget(bp);
+    }
+    finish(k);
+}
+
+#[test]
+fn the_physpath_answer_gets_mp_appended() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let bp = k.submit(
+        "multipath/FRED",
+        KPI_BIO_GETATTR,
+        0,
+        vec![0; 128],
+        Some("GEOM::physpath"),
+    );
+    k.settle();
+    let a = k.answer(bp).unwrap();
+    let end = a.data.iter().position(|&b| b == 0).unwrap();
+    let text = std::str::from_utf8(&a.data[..end]).unwrap();
+    assert_eq!(a.error, 0);
+    assert!(
+        text.ends_with("/mp") && text.starts_with("id1,enc@"),
+        "{text}"
+    );
+    k.forget(bp);
+    // Another attribute passes through untouched (here: not supported by the disk).
+    let bp = k.submit(
+        "multipath/FRED",
+        KPI_BIO_GETATTR,
+        0,
+        vec![0; 128],
+        Some("GEOM::ident"),
+    );
+    k.settle();
+    assert_eq!(k.answer(bp).unwrap().error, 45);
+    k.forget(bp);
+    finish(k);
+}
+
+#[test]
+fn a_busy_class_sends_start_to_g_mp_kt_which_routes_it_later() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.issued();
+    let hold = k.hold_gate();
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    assert_eq!(k.queues(), (0, 1, 0), "queued to g_mp_kt, not waited for");
+    assert!(k.issued().is_empty());
+    drop(hold);
+    k.settle();
+    assert_eq!(k.issued(), ["md0"]);
+    assert_eq!(k.answer(bp).unwrap().delivered, 1);
+    k.forget(bp);
+    // Same for a completion that finds the class busy.
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    let hold = k.hold_gate();
+    assert!(k.run_up());
+    assert_eq!(k.queues(), (0, 1, 0));
+    drop(hold);
+    k.settle();
+    assert_eq!(k.answer(bp).unwrap().delivered, 1);
+    k.forget(bp);
+    finish(k);
+}
+
+#[test]
+fn the_fast_path_allocates_only_the_fallible_request_state() {
+    let (mut k, _) = machine(2);
+    assert_eq!(
+        create(&mut k, &[("active_active", 1)], &["md0", "md1"]),
+        ok()
+    );
+    read_bytes(&mut k, 0, 512); // warm up
+    memory::reset_counters();
+    for i in 0..16 {
+        read_bytes(&mut k, i * 512, 512);
+    }
+    let m = k.malloc();
+    assert_eq!(
+        m.total_blocks, 16,
+        "one state per request, nothing else: {m:?}"
+    );
+    assert_eq!(m.nowait_blocks, 16, "all M_NOWAIT: {m:?}");
+    finish(k);
+}
+
+#[test]
+fn enomem_on_the_data_path_fails_the_request_not_the_kernel() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.console();
+    // No memory for the request's state.
+    memory::fail_nowait(1);
+    let a = read_bytes(&mut k, 0, 512);
+    assert_eq!((a.error, a.delivered), (12, 1));
+    // g_clone_bio fails.
+    k.fail_clones(1);
+    let a = read_bytes(&mut k, 0, 512);
+    assert_eq!((a.error, a.delivered), (12, 1));
+    // The clone for a reissue fails: the request ends with ENOMEM, once.
+    k.fault(
+        "md0",
+        Fault {
+            io: Some(5),
+            io_count: Some(1),
+            ..Fault::default()
+        },
+    );
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    assert!(k.run_up());
+    k.fail_clones(1);
+    k.settle();
+    let a = k.answer(bp).unwrap();
+    assert_eq!((a.error, a.delivered), (12, 1));
+    k.forget(bp);
+    // Nothing is stuck: the next request goes through.
+    assert_eq!(read_bytes(&mut k, 0, 512).error, 0);
+    assert!(k.console().iter().all(|l| !l.contains("panic")));
+    finish(k);
+}
+
+#[test]
+fn an_orphaned_idle_path_is_detached_at_once() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.console();
+    k.probes();
+    k.pull("md0");
+    k.settle();
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: md0 in FRED was disconnected",
+            "GEOM_MULTIPATH: md1 is now active path in FRED",
+            "GEOM_MULTIPATH: md0 removed from FRED",
+        ]
+    );
+    assert_eq!(
+        k.probes(),
+        ["config:disconnect(FRED,md0)", "config:remove(FRED,md0)"]
+    );
+    let conf = k.conf("FRED").unwrap();
+    assert_eq!(conf.paths.len(), 1);
+    assert_eq!(read_bytes(&mut k, 0, 512).error, 0);
+    finish(k);
+}
+
+#[test]
+fn an_orphaned_busy_path_is_detached_after_its_last_request() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.fault(
+        "md0",
+        Fault {
+            hold: true,
+            ..Fault::default()
+        },
+    );
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    k.console();
+    k.pull("md0");
+    k.settle();
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: md0 in FRED was disconnected",
+            "GEOM_MULTIPATH: md1 is now active path in FRED",
+        ]
+    );
+    assert_eq!(k.conf("FRED").unwrap().paths.len(), 2, "still attached");
+    k.release("md0");
+    assert!(k.run_up());
+    assert_eq!(
+        k.queues().1,
+        1,
+        "a completion on a LOST path goes to g_mp_kt"
+    );
+    k.settle();
+    assert_eq!(k.console(), ["GEOM_MULTIPATH: md0 removed from FRED"]);
+    assert_eq!(k.answer(bp).unwrap().delivered, 1);
+    k.forget(bp);
+    assert_eq!(k.conf("FRED").unwrap().paths.len(), 1);
+    finish(k);
+}
+
+#[test]
+fn losing_the_last_path_destroys_the_geom() {
+    let (mut k, _) = machine(1);
+    assert_eq!(create(&mut k, &[], &["md0"]), ok());
+    k.console();
+    k.pull("md0");
+    k.settle();
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: md0 in FRED was disconnected",
+            "GEOM_MULTIPATH: out of providers for FRED",
+            "GEOM_MULTIPATH: md0 removed from FRED",
+            "GEOM_MULTIPATH: destroying FRED",
+            "GEOM_MULTIPATH: FRED destroyed",
+        ]
+    );
+    assert!(!k.has_provider("multipath/FRED"));
+    finish(k);
+}
+
+#[test]
+fn dumpconf_writes_freebsds_config() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let conf = k.conf("FRED").unwrap();
+    assert_eq!(
+        conf.geom,
+        "\t<State>OPTIMAL</State>\n\t<UUID></UUID>\n\t<Mode>Active/Passive</Mode>\n\t<Type>MANUAL</Type>\n"
+    );
+    assert_eq!(
+        conf.paths,
+        [
+            (
+                String::from("md1"),
+                String::from("\t    <State>PASSIVE</State>\n")
+            ),
+            (
+                String::from("md0"),
+                String::from("\t    <State>ACTIVE</State>\n")
+            ),
+        ]
+    );
+    assert_eq!(conf.provider, "\t    <State>OPTIMAL</State>\n");
+    assert_eq!(k.ctl("fail", &[], &["FRED", "md0"]), ok());
+    let conf = k.conf("FRED").unwrap();
+    assert!(conf.geom.starts_with("\t<State>DEGRADED</State>\n"));
+    assert_eq!(conf.paths[1].1, "\t    <State>FAIL</State>\n");
+    assert_eq!(conf.paths[0].1, "\t    <State>ACTIVE</State>\n");
+    finish(k);
+}
+
+#[test]
+fn every_verb_copies_back_freebsds_first_error() {
+    let (mut k, disk) = machine(3);
+    let small = k.disk("sm", 1, MB / 2, SS);
+    let wide = k.disk("ws", 1, MB, 4096);
+    k.settle();
+    let _ = (disk, small, wide);
+    assert_eq!(k.ctl("frob", &[], &[]), err("Unknown verb frob"));
+    assert_eq!(create(&mut k, &[], &[]), err("wrong number of arguments."));
+    assert_eq!(
+        create(&mut k, &[], &["md9"]),
+        err("Provider md9 is invalid")
+    );
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    assert_eq!(
+        create(&mut k, &[], &["md2"]),
+        err("Device FRED already exist")
+    );
+    assert_eq!(
+        k.ctl("add", &[], &["NOPE", "md2"]),
+        err("Device NOPE not found")
+    );
+    assert_eq!(k.ctl("add", &[], &["FRED"]), err("No 'arg1' argument"));
+    assert_eq!(
+        k.ctl("add", &[], &["FRED", "md0"]),
+        err("provider md0 is already there")
+    );
+    assert_eq!(
+        k.ctl("add", &[], &["FRED", "sm0"]),
+        err("Providers size mismatch 1048576 != 524288")
+    );
+    assert_eq!(
+        k.ctl("add", &[], &["FRED", "ws0"]),
+        err("Providers sectorsize mismatch 512 != 4096")
+    );
+    assert_eq!(
+        k.ctl("remove", &[], &["FRED", "md9"]),
+        err("Provider md9 not found")
+    );
+    assert_eq!(
+        k.ctl("fail", &[], &["NOPE", "md0"]),
+        err("Device NOPE not found")
+    );
+    assert_eq!(
+        k.ctl("restore", &[], &["FRED", "md9"]),
+        err("Provider md9 not found")
+    );
+    for verb in ["rotate", "getactive", "configure", "stop", "destroy"] {
+        assert_eq!(
+            k.ctl(verb, &[], &["NOPE"]),
+            err("Device NOPE is invalid"),
+            "{verb}"
+        );
+    }
+    assert_eq!(k.ctl("prefer", &[], &["FRED"]), err("missing device"));
+    assert_eq!(
+        k.ctl("prefer", &[], &["FRED", "md9"]),
+        err("Provider md9 not found")
+    );
+    assert_eq!(k.ctl("fail", &[], &["FRED", "md0"]), ok());
+    assert_eq!(
+        k.ctl("prefer", &[], &["FRED", "md0"]),
+        err("Consumer md0 is invalid")
+    );
+    assert_eq!(k.ctl("restore", &[], &["FRED", "md0"]), ok());
+    assert_eq!(k.ctl("prefer", &[], &["FRED", "/dev/md0"]), ok());
+    // A path someone else holds for writing: the attach's access fails with EPERM.
+    let user = k.open("md2", 0, 1, 0).expect("open md2");
+    assert_eq!(
+        k.ctl("add", &[], &["FRED", "md2"]),
+        err("Provider addition error: 1")
+    );
+    k.close(user);
+    // Version checks come first.
+    let mut bad = vec![
+        userland::param_ascii("class", "MULTIPATH"),
+        userland::param_ascii("verb", "rotate"),
+        userland::param_raw("version", &2u32.to_ne_bytes()),
+    ];
+    assert_eq!(
+        k.ctl_params(bad.clone()),
+        err("Userland and kernel parts are out of sync")
+    );
+    bad.pop();
+    assert_eq!(k.ctl_params(bad), err("Missing version argument"));
+    // Only the first error is copied back.
+    assert_eq!(k.ctl("add", &[], &["NOPE"]), err("Device NOPE not found"));
+    finish(k);
+}
+
+#[test]
+fn metadata_errors_come_back_with_their_errno() {
+    let mut k = Kernel::boot();
+    let disk = k.disk("md", 2, MB, SS);
+    k.label(disk, "FRED", UUID, Mode::ActivePassive, SS);
+    k.load();
+    k.settle();
+    k.fault(
+        "md0",
+        Fault {
+            data: Some(5),
+            ..Fault::default()
+        },
+    );
+    assert_eq!(
+        k.ctl(
+            "configure",
+            &[
+                ("active_active", 1),
+                ("active_read", 0),
+                ("active_passive", 0)
+            ],
+            &["FRED"]
+        ),
+        err("Can't update metadata on md0 (5)")
+    );
+    assert_eq!(
+        k.ctl("destroy", &[], &["FRED"]),
+        err("Can't erase metadata on md0 (5)")
+    );
+    assert!(
+        !k.has_provider("multipath/FRED"),
+        "destroy goes on regardless"
+    );
+    finish(k);
+}
+
+#[test]
+fn configure_rewrites_and_destroy_erases_the_label() {
+    let mut k = Kernel::boot();
+    let disk = k.disk("md", 2, MB, SS);
+    k.label(disk, "FRED", UUID, Mode::ActivePassive, SS);
+    k.load();
+    k.settle();
+    assert_eq!(
+        k.ctl(
+            "configure",
+            &[
+                ("active_active", 1),
+                ("active_read", 0),
+                ("active_passive", 0)
+            ],
+            &["FRED"]
+        ),
+        ok()
+    );
+    let md = geom_multipath::metadata::decode(&k.last_sector(disk, SS)).expect("label");
+    assert_eq!(md.mode, Mode::ActiveActive);
+    assert_eq!(k.ctl("getactive", &[], &["FRED"]), out("md1 md0\n"));
+    k.console();
+    assert_eq!(k.ctl("destroy", &[], &["FRED"]), ok());
+    assert!(k.last_sector(disk, SS).iter().all(|&b| b == 0));
+    let console = k.console();
+    assert_eq!(
+        console.first().map(String::as_str),
+        Some("GEOM_MULTIPATH: destroying FRED")
+    );
+    assert_eq!(
+        console.last().map(String::as_str),
+        Some("GEOM_MULTIPATH: FRED destroyed")
+    );
+    finish(k);
+}
+
+#[test]
+fn remove_rotate_and_stop() {
+    let (mut k, _) = machine(3);
+    assert_eq!(create(&mut k, &[], &["md0", "md1", "md2"]), ok());
+    k.console();
+    assert_eq!(k.ctl("rotate", &[], &["FRED"]), ok());
+    assert_eq!(k.ctl("getactive", &[], &["FRED"]), out("md2\n"));
+    assert_eq!(k.ctl("remove", &[], &["FRED", "md1"]), ok());
+    k.settle();
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: md2 is now active path in FRED",
+            "GEOM_MULTIPATH: removing md1 from FRED",
+            "GEOM_MULTIPATH: md1 removed from FRED",
+        ]
+    );
+    // The write-close of a path re-posts its detach behind GEOM's re-taste; md1 is free again.
+    assert_eq!(k.provider_state("md1").unwrap().access, (0, 0, 0));
+    assert_eq!(k.ctl("stop", &[], &["FRED"]), ok());
+    assert!(!k.has_provider("multipath/FRED"));
+    finish(k);
+}
+
+#[test]
+fn destroy_while_open_waits_for_the_last_close() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let user = k.open("multipath/FRED", 1, 1, 0).expect("open");
+    assert_eq!(k.provider_state("md0").unwrap().access, (2, 2, 1));
+    assert_eq!(k.unload(), Err(16), "nothing unloads while a geom is open");
+    k.console();
+    assert_eq!(k.ctl("stop", &[], &["FRED"]), ok());
+    assert_eq!(k.console(), ["GEOM_MULTIPATH: destroying FRED"]);
+    // Withered: new requests fail at once.
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    assert_eq!(k.answer(bp).unwrap().error, 6);
+    k.forget(bp);
+    k.close(user);
+    let console = k.console();
+    assert_eq!(
+        console.last().map(String::as_str),
+        Some("GEOM_MULTIPATH: FRED destroyed")
+    );
+    finish(k);
+}
+
+#[test]
+fn unload_destroys_idle_geoms_when_paths_are_not_held() {
+    let (mut k, _) = machine(2);
+    assert_eq!(geom_multipath_kmod::tunables::set(1, 0), Ok(()));
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    assert_eq!(
+        k.provider_state("md0").unwrap().access,
+        (0, 0, 0),
+        "exclusive=0"
+    );
+    k.console();
+    assert_eq!(k.unload(), Ok(()));
+    assert_eq!(
+        k.console(),
+        [
+            "GEOM_MULTIPATH: destroying FRED",
+            "GEOM_MULTIPATH: md1 removed from FRED",
+            "GEOM_MULTIPATH: md0 removed from FRED",
+            "GEOM_MULTIPATH: FRED destroyed",
+        ]
+    );
+    k.check();
+    assert_eq!(k.malloc().live_blocks, 0);
+}
+
+#[test]
+fn unload_is_refused_while_exclusive_paths_are_held() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    assert_eq!(k.unload(), Err(16));
+    assert_eq!(k.ctl("stop", &[], &["FRED"]), ok());
+    finish(k);
+}
+
+#[test]
+fn a_resized_path_resizes_the_provider() {
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    k.console();
+    k.resize_provider("md0", MB / 2);
+    k.settle();
+    assert_eq!(
+        k.console(),
+        ["GEOM_MULTIPATH: FRED size changed from 1048576 to 524288"]
+    );
+    assert_eq!(
+        k.provider_state("multipath/FRED").unwrap().mediasize,
+        MB / 2
+    );
+    finish(k);
+}
+
+#[test]
+fn a_multipath_provider_as_a_path_is_refused_not_deadlocked() {
+    let (mut k, _) = machine(1);
+    assert_eq!(create(&mut k, &[], &["md0"]), ok());
+    k.console();
+    // Opening multipath/FRED from inside the class's own call would re-enter the class.
+    let reply = k.ctl(
+        "create",
+        &[("active_active", 0), ("active_read", 0)],
+        &["BOB", "multipath/FRED"],
+    );
+    assert_eq!(reply, err("Provider addition error: 11"));
+    let console = k.console();
+    assert!(
+        console.contains(&String::from(
+            "GEOM_MULTIPATH: cannot set access in attaching multipath/FRED to BOB (11)"
+        )),
+        "{console:#?}"
+    );
+    finish(k);
+}
+
+#[test]
+fn the_knobs_are_checked_against_the_table() {
+    let _k = Kernel::boot();
+    use geom_multipath_kmod::tunables;
+    assert_eq!(tunables::get(0), Some(0), "debug");
+    assert_eq!(tunables::get(1), Some(1), "exclusive");
+    assert_eq!(tunables::get(2), Some(0), "io_timeout");
+    assert_eq!(tunables::get(3), None);
+    assert_eq!(tunables::set(2, 86_400), Ok(()));
+    assert_eq!(tunables::set(2, 86_401), Err(geom_multipath::Errno::EINVAL));
+    assert_eq!(tunables::set(9, 1), Err(geom_multipath::Errno::EINVAL));
+    assert_eq!(tunables::get(2), Some(86_400));
+}
+
+#[test]
+fn debug_adds_the_taste_chatter() {
+    let mut k = Kernel::boot();
+    assert_eq!(geom_multipath_kmod::tunables::set(0, 1), Ok(()));
+    let disk = k.disk("md", 1, MB, SS);
+    k.disk("xx", 1, MB, SS);
+    k.label(disk, "FRED", UUID, Mode::ActivePassive, SS);
+    k.load();
+    k.settle();
+    let console = k.console();
+    assert!(
+        console.contains(&String::from("xx0 is not MULTIPATH")),
+        "{console:#?}"
+    );
+    assert!(console.contains(&format!("MULTIPATH: FRED/{UUID}")));
+    finish(k);
+}
+
+#[test]
+fn g_up_g_mp_kt_and_the_event_thread_run_concurrently_with_control_requests() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (mut k, _) = machine(3);
+    assert_eq!(
+        create(&mut k, &[("active_active", 1)], &["md0", "md1", "md2"]),
+        ok()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = [userland::run_up, userland::run_worker, userland::run_event]
+        .into_iter()
+        .map(|pump| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    if !pump() {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut requests = Vec::new();
+    for round in 0..200u64 {
+        let path = ["md0", "md1", "md2"][(round % 3) as usize];
+        match round % 10 {
+            3 => {
+                k.fault(
+                    path,
+                    Fault {
+                        io: Some(5),
+                        io_count: Some(2),
+                        ..Fault::default()
+                    },
+                );
+            }
+            6 => assert_eq!(k.ctl("restore", &[], &["FRED", path]), ok()),
+            8 => assert_eq!(k.ctl("rotate", &[], &["FRED"]), ok()),
+            _ => {}
+        }
+        let cmd = if round % 2 == 0 {
+            KPI_BIO_READ
+        } else {
+            KPI_BIO_WRITE
+        };
+        requests.push(k.submit(
+            "multipath/FRED",
+            cmd,
+            (round % 64) * 512,
+            vec![0; 512],
+            None,
+        ));
+    }
+    k.settle();
+    // Wait for the last answers the pumps are still carrying home.
+    for _ in 0..10_000 {
+        if requests.iter().all(|&bp| k.answer(bp).is_some()) && k.queues() == (0, 0, 0) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    stop.store(true, Ordering::Relaxed);
+    eprintln!(
+        "the data path found the class busy {} times",
+        userland::kpi::gate_busy_count()
+    );
+    for t in threads {
+        t.join().expect("pump thread");
+    }
+    k.settle();
+    for bp in requests {
+        let a = k.answer(bp).expect("every request is answered");
+        assert_eq!(a.delivered, 1);
+        assert_eq!(
+            a.error, 0,
+            "with three paths and short faults, every request succeeds"
+        );
+        k.forget(bp);
+    }
+    finish(k);
+}
