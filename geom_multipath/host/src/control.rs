@@ -8,16 +8,18 @@
 //! dropped after [`IDLE_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context;
 use geom_multipath_proto::{read_frame, write_frame, Answer, Call, ProtoError};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::msg::OwnerHandle;
@@ -30,7 +32,8 @@ pub const MAX_CONNECTIONS: usize = 64;
 /// The listening socket and its accept thread.
 pub struct ControlServer {
     path: PathBuf,
-    stop: Arc<AtomicBool>,
+    /// Closing it tells the accept loop to end (even if the socket file was removed).
+    stop: Option<UnixStream>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -50,15 +53,14 @@ pub fn serve(path: &Path, owner: OwnerHandle) -> anyhow::Result<ControlServer> {
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("securing {}", path.display()))?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
+    let (stop, stopped) = UnixStream::pair().context("creating the control thread's stop line")?;
     let thread = std::thread::Builder::new()
         .name("control".into())
-        .spawn(move || accept_loop(listener, owner, flag))
+        .spawn(move || accept_loop(listener, owner, stopped))
         .context("starting the control thread")?;
     Ok(ControlServer {
         path: path.to_path_buf(),
-        stop,
+        stop: Some(stop),
         thread: Some(thread),
     })
 }
@@ -72,9 +74,8 @@ impl ControlServer {
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept loop so it sees the flag.
-        let _ = UnixStream::connect(&self.path);
+        // The accept loop sees its end of the line hang up.
+        drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
@@ -82,13 +83,23 @@ impl Drop for ControlServer {
     }
 }
 
-fn accept_loop(listener: UnixListener, owner: OwnerHandle, stop: Arc<AtomicBool>) {
+/// Accepts connections until `stop` hangs up.
+fn accept_loop(listener: UnixListener, owner: OwnerHandle, stop: UnixStream) {
     let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::SeqCst) {
+    loop {
+        let mut fds = [
+            PollFd::new(listener.as_fd(), PollFlags::POLLIN),
+            PollFd::new(stop.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return,
+        }
+        if fds[1].any().unwrap_or(true) {
             return;
         }
-        let Ok(mut stream) = stream else {
+        let Ok((mut stream, _)) = listener.accept() else {
             continue;
         };
         if !peer_is_root(&stream) {
@@ -235,6 +246,23 @@ mod tests {
         assert_eq!(
             roundtrip(&mut s, &Call::Ping).unwrap(),
             Answer::Pong { pid: 1 }
+        );
+    }
+
+    #[test]
+    fn stopping_does_not_need_the_socket_file() {
+        // Someone removed the run directory under the daemon: stopping must still end.
+        let mut f = fixture("unlinked");
+        std::fs::remove_dir_all(&f.dir).unwrap();
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let server = f.server.take().unwrap();
+        std::thread::spawn(move || {
+            drop(server);
+            let _ = done_tx.send(());
+        });
+        assert!(
+            done.recv_timeout(Duration::from_secs(10)).is_ok(),
+            "the accept thread did not end"
         );
     }
 
