@@ -27,10 +27,10 @@ geom_multipath/kmod/check-bindings.sh
 cargo clippy -p geom_multipath_kmod --features kernel -j2 -- -D warnings
 geom_multipath/kmod/check-object.sh
 
-step "FreeBSD type-check: CLI and sys crate (x86_64-unknown-freebsd; check, not link)"
+step "FreeBSD type-check: CLI, daemon and sys crate (x86_64-unknown-freebsd; check, not link)"
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-freebsd; then
-    cargo check --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys -j2
-    cargo clippy --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys --all-targets -j2 -- -D warnings
+    cargo check --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys -p geom_multipath_host --all-targets -j2
+    cargo clippy --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys -p geom_multipath_host --all-targets -j2 -- -D warnings
 else
     echo "SKIPPED: rustup target x86_64-unknown-freebsd is not installed (.ci/run installs it)"
 fi

@@ -6,16 +6,28 @@
 //!
 //! Usage: export_floor <mountpoint> <nbd-dir> <size-bytes>; runs until SIGINT or SIGTERM.
 
+#![cfg_attr(not(target_os = "linux"), allow(unused_imports))]
+
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use geom_multipath::testkit::MemTopology;
 use geom_multipath::Class;
 use geom_multipath_host::exports::{Exports, SharedExports};
+#[cfg(target_os = "linux")]
+use geom_multipath_host::fuse_export;
 use geom_multipath_host::msg::{self, IoOp, IoReply, Msg};
-use geom_multipath_host::{fuse_export, nbd_server};
+use geom_multipath_host::nbd_server;
 use nix::sys::signal::{SigSet, Signal};
 
+/// The FUSE export is Linux's.
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("export_floor: Linux only (it measures the FUSE export)");
+    std::process::exit(1);
+}
+
+#[cfg(target_os = "linux")]
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, mountpoint, nbd_dir, size] = &args[..] else {

@@ -20,7 +20,6 @@ use std::time::Duration;
 use anyhow::Context;
 use geom_multipath_proto::{read_frame, write_frame, Answer, Call, ProtoError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
 use crate::msg::OwnerHandle;
 
@@ -39,6 +38,17 @@ pub struct ControlServer {
 
 /// Binds the socket at `path` and starts serving calls to `owner`.
 pub fn serve(path: &Path, owner: OwnerHandle) -> anyhow::Result<ControlServer> {
+    serve_with(path, owner, |_| Ok(()))
+}
+
+/// [`serve`], with `prepare` called on the listening socket once it is bound and before
+/// the accept thread takes it (FreeBSD limits its capability rights there; connections
+/// accepted from it inherit them).
+pub fn serve_with(
+    path: &Path,
+    owner: OwnerHandle,
+    prepare: impl FnOnce(&UnixListener) -> io::Result<()>,
+) -> anyhow::Result<ControlServer> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -53,6 +63,7 @@ pub fn serve(path: &Path, owner: OwnerHandle) -> anyhow::Result<ControlServer> {
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("securing {}", path.display()))?;
+    prepare(&listener).with_context(|| format!("preparing {}", path.display()))?;
     let (stop, stopped) = UnixStream::pair().context("creating the control thread's stop line")?;
     let thread = std::thread::Builder::new()
         .name("control".into())
@@ -127,10 +138,25 @@ fn accept_loop(listener: UnixListener, owner: OwnerHandle, stop: UnixStream) {
 
 /// Root, or the daemon's own user (a test daemon run by that user).
 fn peer_is_root(stream: &UnixStream) -> bool {
-    match getsockopt(stream, PeerCredentials) {
-        Ok(cred) => cred.uid() == 0 || cred.uid() == nix::unistd::geteuid().as_raw(),
-        Err(_) => false,
+    match peer_uid(stream) {
+        Some(uid) => uid == 0 || uid == nix::unistd::geteuid().as_raw(),
+        None => false,
     }
+}
+
+/// The peer's effective uid (`SO_PEERCRED`).
+#[cfg(target_os = "linux")]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(stream, PeerCredentials).ok().map(|c| c.uid())
+}
+
+/// The peer's effective uid (`getpeereid(3)`, `LOCAL_PEERCRED`).
+#[cfg(not(target_os = "linux"))]
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    nix::unistd::getpeereid(stream)
+        .ok()
+        .map(|(uid, _)| uid.as_raw())
 }
 
 fn refuse(stream: &mut UnixStream, errno: i32, text: &str) {

@@ -4,11 +4,18 @@
 //! the event sources the owner polls (device watcher, signals, periodic checks), and a
 //! shutdown that leaves no socket, mount, pid file or private device node behind.
 //!
-//! A restart after a crash cleans up what the dead daemon left: a stale socket, a dead
-//! FUSE mount (ENOTCONN), stale private nodes.
+//! The life is the same on every platform; what differs is behind one small seam, a
+//! `platform` module with the same few items on each (`block_signals`, `Host::start`,
+//! `scan`, `serve_control`, `sandbox`, `sources`, `finish`):
+//!
+//! * Linux (`daemon/linux.rs`): a signalfd, the FUSE export, sysfs and the uevent/inotify
+//!   watcher, private device nodes. A restart after a crash cleans up what the dead daemon
+//!   left: a stale socket, a dead FUSE mount (ENOTCONN), stale private nodes.
+//! * FreeBSD (`daemon/freebsd.rs`): signals through a kqueue, the GEOM Gate export
+//!   ([`crate::ggate_export`]), `kern.disks` and devd ([`crate::disks`], [`crate::devd`]),
+//!   and the Capsicum sandbox ([`crate::sandbox`]). A restart takes over the gate devices
+//!   the dead daemon left.
 
-use std::collections::HashMap;
-use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, RwLock};
@@ -16,15 +23,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
-use geom_multipath::ProviderInfo;
 use geom_multipath_proto::{roundtrip, Answer, Call, DEFAULT_SOCKET};
-use nix::sys::signal::{SigSet, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use crate::exports::{Exports, SharedExports};
-use crate::owner::{self, OwnNbd, Owner, Settings, Sources};
-use crate::providers::Source;
-use crate::{config, fuse_export, msg, nbd_server, sysfs, watch};
+use crate::owner::{self, OwnNbd, Owner, Settings};
+use crate::{config, msg, nbd_server};
+
+#[cfg(target_os = "freebsd")]
+mod freebsd;
+#[cfg(target_os = "freebsd")]
+use freebsd as platform;
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as platform;
 
 /// How long the starting process waits for the daemon to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -72,6 +84,11 @@ pub struct Args {
         value_name = "URI"
     )]
     pub nbd_paths: Vec<String>,
+    /// Do not enter Capsicum capability mode (FreeBSD; the sandbox is on by default
+    /// unless NBD is configured).
+    #[cfg_attr(not(target_os = "freebsd"), arg(hide = true))]
+    #[arg(long)]
+    pub no_sandbox: bool,
     /// A query instead of a daemon.
     #[command(subcommand)]
     pub query: Option<Query>,
@@ -197,15 +214,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for p in problems {
         tracing::warn!("{}:{}: {}", args.config.display(), p.line, p.text);
     }
-    // Signals are read from a signalfd by the owner; block them before any thread starts.
-    let mut signals = SigSet::empty();
-    signals.add(Signal::SIGTERM);
-    signals.add(Signal::SIGINT);
-    signals.add(Signal::SIGHUP);
-    signals.thread_block().context("blocking signals")?;
-    let signalfd = SignalFd::with_flags(&signals, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
-        .context("creating a signalfd")?;
-    let _ = nix::sys::prctl::set_no_new_privs();
+    // Signals are read by the owner's loop; block them before any thread starts.
+    let signals = platform::block_signals()?;
 
     let exports: SharedExports = Arc::new(RwLock::new(Exports::new()));
     let (handle, inbox) = msg::channel().context("creating the owner's inbox")?;
@@ -241,184 +251,46 @@ fn run(args: &Args) -> anyhow::Result<()> {
         owner.supervise_nbd(uri);
     }
 
-    let _ = watch::remove_stale_private_nodes();
-    if let Err(e) = fuse_export::cleanup_stale(&args.mount) {
-        tracing::warn!(
-            "cleaning up a stale mount at {}: {e:#}",
-            args.mount.display()
-        );
-    }
-    let fuse = fuse_export::mount(&args.mount, exports, handle.clone(), Default::default())
-        .with_context(|| format!("mounting {}", args.mount.display()))?;
-    let watcher = watch::Watcher::new().context("watching block devices")?;
-    let mut sources = DaemonSources {
-        watcher,
-        signalfd,
-        config: args.config.clone(),
-        mountpoint: args.mount.clone(),
-        diskseq: HashMap::new(),
-    };
-    for dev in sysfs::scan().context("scanning /sys/class/block")? {
-        sources.refresh(&mut owner, &dev.name);
-    }
-    let control = crate::control::serve(&args.socket, handle)?;
+    let mut host = platform::Host::start(args, signals, exports, &handle)?;
+    host.scan(&mut owner)?;
+    let control = host.serve_control(args, handle)?;
     let pidfile = args.pidfile();
     std::fs::write(&pidfile, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", pidfile.display()))?;
+    host.sandbox(args, &pidfile);
     tracing::info!(
         "ready: socket {}, exports {}",
         args.socket.display(),
         args.mount.display()
     );
 
-    owner::run(&mut owner, &inbox, &mut sources);
+    owner::run(&mut owner, &inbox, host.sources());
 
     tracing::info!("stopping");
     drop(control);
     owner.shutdown();
-    // From here on nothing serves the inbox: drop it, so that a FUSE open or release that
-    // arrives while unmounting fails with ENXIO at once instead of waiting for an answer.
+    // From here on nothing serves the inbox: drop it, so that an export's open, release or
+    // give-back that arrives while it is taken down fails with ENXIO at once instead of
+    // waiting for an answer.
     drop(inbox);
     drop(owner);
     drop(nbd);
-    if let Err(e) = fuse.unmount() {
-        // Still in use (a loop device on an export): detach it from the namespace so no
-        // stale mount is left; its users get errors once this process is gone.
-        tracing::warn!(
-            "unmounting {}: {e:#}; detaching it lazily",
-            args.mount.display()
-        );
-        let _ = nix::mount::umount2(&args.mount, nix::mount::MntFlags::MNT_DETACH);
-    }
-    let _ = watch::remove_private_nodes();
-    let _ = std::fs::remove_file(&pidfile);
+    host.finish(args, &pidfile);
     Ok(())
 }
 
-/// The owner's other event sources in the daemon.
-struct DaemonSources {
-    watcher: watch::Watcher,
-    signalfd: SignalFd,
-    config: PathBuf,
-    mountpoint: PathBuf,
-    /// The media sequence number each known block device had when it was added.
-    diskseq: HashMap<String, Option<u64>>,
-}
-
-impl DaemonSources {
-    /// Re-reads block device `name` from sysfs and tells the owner what changed.
-    fn refresh(&mut self, owner: &mut Owner, name: &str) {
-        let dev = match sysfs::lookup(name) {
-            Ok(Some(d))
-                if d.size > 0
-                    && !self.is_ours(&d)
-                    && owner.allowed(name, d.backing_file.as_deref()) =>
-            {
-                d
-            }
-            _ => {
-                self.diskseq.remove(name);
-                owner.device_changed(name, None);
-                return;
-            }
-        };
-        // Same name, new media (a loop bound to another file): the old one is gone.
-        if let Some(seq) = self.diskseq.get(name) {
-            if *seq != dev.diskseq {
-                owner.device_changed(name, None);
-            }
-        }
-        if dev.loop_autoclear {
-            // `losetup -d` while someone holds it: it goes at the last close. Never take
-            // (or take back) a loop device that is on its way out.
-            self.diskseq.remove(name);
-            owner.device_changed(name, None);
-            return;
-        }
-        let node = match watch::private_node(name, dev.dev) {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!("{name}: cannot make a private node: {e}");
-                return;
-            }
-        };
-        self.diskseq.insert(name.to_string(), dev.diskseq);
-        let info = ProviderInfo {
-            name: name.to_string(),
-            mediasize: dev.size,
-            sectorsize: dev.logical,
-            stripesize: u64::from(dev.optimal_io),
-            stripeoffset: 0,
-            rank: 1,
-        };
-        let source = Source::Block {
-            node,
-            physpath: dev.physpath,
-        };
-        owner.device_changed(name, Some((info, source)));
-    }
-
-    /// Events were lost: look at every device again, and re-taste every known one in case
-    /// a write-close was among the losses.
-    fn rescan(&mut self, owner: &mut Owner) {
-        let mut names: Vec<String> = self.diskseq.keys().cloned().collect();
-        if let Ok(devs) = sysfs::scan() {
-            names.extend(devs.into_iter().map(|d| d.name));
-        }
-        names.sort();
-        names.dedup();
-        for name in &names {
-            self.refresh(owner, name);
-        }
-        for name in &names {
-            owner.retaste(name);
-        }
-    }
-
-    /// A loop device over one of our own exports: never tasted (its reads would come back
-    /// through us).
-    fn is_ours(&self, dev: &sysfs::BlockDev) -> bool {
-        dev.backing_file
-            .as_ref()
-            .is_some_and(|f| f.starts_with(&self.mountpoint))
-    }
-}
-
-impl Sources for DaemonSources {
-    fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        let mut fds = self.watcher.fds();
-        fds.push(self.signalfd.as_fd());
-        fds
-    }
-
-    fn ready(&mut self, owner: &mut Owner) {
-        while let Ok(Some(sig)) = self.signalfd.read_signal() {
-            match Signal::try_from(sig.ssi_signo as i32) {
-                Ok(Signal::SIGHUP) => reload(&self.config, owner),
-                _ => owner.stop(),
-            }
-        }
-        for event in self.watcher.drain() {
-            match event {
-                watch::DeviceEvent::Changed { name, .. } => self.refresh(owner, &name),
-                watch::DeviceEvent::ClosedAfterWrite { name, .. } => owner.retaste(&name),
-                watch::DeviceEvent::Rescan => self.rescan(owner),
-            }
-        }
-    }
-
-    fn tick(&mut self, owner: &mut Owner) {
-        let held: Vec<String> = owner.providers.held().map(str::to_string).collect();
-        for name in held {
-            if self.diskseq.contains_key(&name) {
-                self.refresh(owner, &name);
-            }
-        }
-    }
-}
-
+/// Reads the tunables file again (SIGHUP) and applies what changed.
 fn reload(path: &Path, owner: &mut Owner) {
-    match config::load(path) {
+    apply_reload(path, config::load(path), owner);
+}
+
+/// Applies a tunables file read again (`loaded`, from `path`).
+fn apply_reload(
+    path: &Path,
+    loaded: std::io::Result<(config::Tunables, Vec<config::Problem>)>,
+    owner: &mut Owner,
+) {
+    match loaded {
         Ok((tunables, problems)) => {
             for p in problems {
                 tracing::warn!("{}:{}: {}", path.display(), p.line, p.text);

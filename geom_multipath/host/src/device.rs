@@ -1,9 +1,13 @@
-//! What a path's I/O goes to: the [`Device`] trait, a real Linux block device opened with
-//! O_DIRECT ([`BlockDevice`]), an in-memory one for tests ([`MemDevice`]), and the aligned
-//! buffers O_DIRECT needs ([`IoBuf`]).
+//! What a path's I/O goes to: the [`Device`] trait, a real block device opened with
+//! O_DIRECT ([`BlockDevice`]: a Linux block device, or a FreeBSD disk device), an in-memory
+//! one for tests ([`MemDevice`]), and the aligned buffers O_DIRECT needs ([`IoBuf`]).
 //!
 //! A device answers with the core's [`Errno`]: the mapping from `std::io::Error` happens
 //! here, at the I/O boundary, so nothing above deals in `io::Error` for data requests.
+//!
+//! On FreeBSD a sandboxed daemon (Capsicum capability mode) may not open paths by name: once
+//! `set_device_dir` has been given a descriptor of `/dev`, every node below `/dev` is
+//! opened relative to it (`openat`), with the rights that descriptor carries.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -99,30 +103,72 @@ pub trait Device: Send + Sync {
     fn fence(&self) {}
 }
 
-/// A Linux block device opened read-write with O_DIRECT (and O_EXCL on request).
+/// The directory device nodes are opened from once the daemon is sandboxed (FreeBSD).
+#[cfg(target_os = "freebsd")]
+static DEVICE_DIR: std::sync::OnceLock<std::os::fd::OwnedFd> = std::sync::OnceLock::new();
+
+/// From now on, open every node below `/dev` relative to `dir` (a descriptor of `/dev`),
+/// as capability mode requires. `false` if a directory was given already.
+#[cfg(target_os = "freebsd")]
+pub fn set_device_dir(dir: std::os::fd::OwnedFd) -> bool {
+    DEVICE_DIR.set(dir).is_ok()
+}
+
+/// The descriptor [`set_device_dir`] was given.
+#[cfg(target_os = "freebsd")]
+pub fn device_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
+    DEVICE_DIR.get().map(AsFd::as_fd)
+}
+
+/// Opens the device node `path` for reading, and for writing when `write`, with O_DIRECT;
+/// `exclusive` adds O_EXCL on Linux, which keeps mounts and other exclusive openers (mkfs)
+/// off the device. (FreeBSD's GEOM does not take exclusive access on an open, so there it
+/// adds nothing.)
+pub fn open_node(path: &Path, write: bool, exclusive: bool) -> io::Result<File> {
+    #[cfg(target_os = "freebsd")]
+    if let (Some(dir), Ok(rel)) = (device_dir(), path.strip_prefix(crate::disks::DEV_ROOT)) {
+        use nix::fcntl::{openat, OFlag};
+        let _ = exclusive;
+        let access = if write {
+            OFlag::O_RDWR
+        } else {
+            OFlag::O_RDONLY
+        };
+        let fd = openat(
+            dir,
+            rel,
+            access | OFlag::O_DIRECT | OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )?;
+        return Ok(File::from(fd));
+    }
+    let mut flags = libc::O_DIRECT;
+    if exclusive && cfg!(target_os = "linux") {
+        flags |= libc::O_EXCL;
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(write)
+        .custom_flags(flags)
+        .open(path)
+}
+
+/// A block device opened read-write with O_DIRECT (and O_EXCL on request, on Linux).
 pub struct BlockDevice {
     file: File,
     physpath: String,
 }
 
 impl BlockDevice {
-    /// Opens `path` for reading, and for writing when `write`; `exclusive` adds O_EXCL,
-    /// which keeps mounts and other exclusive openers (mkfs) off the device.
+    /// Opens `path` for reading, and for writing when `write`; `exclusive` adds O_EXCL
+    /// (see [`open_node`]).
     pub fn open(
         path: &Path,
         write: bool,
         exclusive: bool,
         physpath: String,
     ) -> io::Result<BlockDevice> {
-        let mut flags = libc::O_DIRECT;
-        if exclusive {
-            flags |= libc::O_EXCL;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(write)
-            .custom_flags(flags)
-            .open(path)?;
+        let file = open_node(path, write, exclusive)?;
         Ok(BlockDevice { file, physpath })
     }
 
@@ -159,14 +205,28 @@ impl Device for BlockDevice {
         Ok(())
     }
 
+    #[cfg(target_os = "linux")]
     fn flush(&self) -> Result<(), Errno> {
         self.file.sync_all().map_err(|e| errno_of(&e))
     }
 
+    /// `DIOCGFLUSH` (BIO_FLUSH): fsync(2) on a disk device sends none.
+    #[cfg(target_os = "freebsd")]
+    fn flush(&self) -> Result<(), Errno> {
+        sys::freebsd::disk_flush(self.file.as_fd()).map_err(|e| errno_of(&e))
+    }
+
+    #[cfg(target_os = "linux")]
     fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
         use nix::fcntl::{fallocate, FallocateFlags};
         let flags = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
         fallocate(&self.file, flags, offset as i64, len as i64).map_err(|e| Errno(e as i32))
+    }
+
+    /// `DIOCGDELETE` (BIO_DELETE).
+    #[cfg(target_os = "freebsd")]
+    fn discard(&self, offset: u64, len: u64) -> Result<(), Errno> {
+        sys::freebsd::disk_delete(self.file.as_fd(), offset, len).map_err(|e| errno_of(&e))
     }
 
     fn physpath(&self) -> Result<String, Errno> {

@@ -1,8 +1,10 @@
 //! Where the daemon's words go. The class's console messages (target `console`) are
 //! printed bare, exactly as the kernel prints them to dmesg (`GEOM_MULTIPATH: FRED
 //! created`); the daemon's own remarks are prefixed `gmultipathd: ` on stderr. Both go to
-//! syslog (`/dev/log`, facility daemon, tag `gmultipathd[pid]`, no second prefix) when a
-//! syslog socket exists, and to stderr in the foreground. `kern.geom.multipath.debug` decides whether debug messages are produced at
+//! syslog (`/dev/log` on Linux, `/var/run/logpriv` or `/var/run/log` on FreeBSD; facility
+//! daemon, tag `gmultipathd[pid]`, no second prefix) when a syslog socket exists, and to
+//! stderr in the foreground. The syslog socket is connected once, at start, so that a
+//! sandboxed daemon (FreeBSD's capability mode) keeps logging. `kern.geom.multipath.debug` decides whether debug messages are produced at
 //! all (the class filters them), so the subscriber lets everything through.
 
 use std::io::Write;
@@ -15,7 +17,14 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::registry::Registry;
 
 /// The syslog socket.
+#[cfg(not(target_os = "freebsd"))]
 pub const SYSLOG_SOCKET: &str = "/dev/log";
+/// The syslog socket (syslogd's; root tries [`SYSLOG_PRIV_SOCKET`] first, as syslog(3) does).
+#[cfg(target_os = "freebsd")]
+pub const SYSLOG_SOCKET: &str = "/var/run/log";
+/// syslogd's socket for privileged senders, which it never drops for being full.
+#[cfg(target_os = "freebsd")]
+pub const SYSLOG_PRIV_SOCKET: &str = "/var/run/logpriv";
 
 /// The line a record becomes: bare for console messages, prefixed for the daemon's own.
 pub fn render(target: &str, message: &str) -> String {
@@ -82,11 +91,22 @@ impl<S: Subscriber> Layer<S> for ConsoleLayer {
     }
 }
 
-/// Installs the subscriber: stderr when `foreground`, syslog when `/dev/log` accepts us.
+/// The syslog sockets to try, in order.
+#[cfg(target_os = "freebsd")]
+const SYSLOG_SOCKETS: &[&str] = &[SYSLOG_PRIV_SOCKET, SYSLOG_SOCKET];
+/// The syslog sockets to try, in order.
+#[cfg(not(target_os = "freebsd"))]
+const SYSLOG_SOCKETS: &[&str] = &[SYSLOG_SOCKET];
+
+/// Installs the subscriber: stderr when `foreground`, syslog when a syslog socket accepts us.
 pub fn init(foreground: bool) {
-    let syslog = UnixDatagram::unbound()
-        .and_then(|s| s.connect(SYSLOG_SOCKET).map(|()| s))
-        .ok()
+    let syslog = SYSLOG_SOCKETS
+        .iter()
+        .find_map(|path| {
+            UnixDatagram::unbound()
+                .and_then(|s| s.connect(path).map(|()| s))
+                .ok()
+        })
         .map(Mutex::new);
     let layer = ConsoleLayer {
         stderr: foreground,

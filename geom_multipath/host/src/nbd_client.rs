@@ -783,11 +783,25 @@ fn tune_tcp(s: &TcpStream, options: &ClientOptions) {
         setsockopt(s, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE),
         setsockopt(s, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL),
         setsockopt(s, sockopt::TcpKeepCount, &KEEPALIVE_COUNT),
-        setsockopt(s, sockopt::TcpUserTimeout, &user_timeout),
+        user_timeout_option(s, user_timeout),
     ];
     if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
         tracing::warn!("NBD: setting TCP keepalive/user timeout: {e}");
     }
+}
+
+/// `TCP_USER_TIMEOUT` (Linux): unacknowledged data fails the connection after this many
+/// milliseconds.
+#[cfg(target_os = "linux")]
+fn user_timeout_option(s: &TcpStream, millis: u32) -> nix::Result<()> {
+    nix::sys::socket::setsockopt(s, nix::sys::socket::sockopt::TcpUserTimeout, &millis)
+}
+
+/// FreeBSD has no `TCP_USER_TIMEOUT`: the keepalive settings and each request's own
+/// deadline bound a silent peer there.
+#[cfg(not(target_os = "linux"))]
+fn user_timeout_option(_: &TcpStream, _: u32) -> nix::Result<()> {
+    Ok(())
 }
 
 impl NbdDevice {

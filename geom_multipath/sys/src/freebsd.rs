@@ -1,7 +1,8 @@
 //! The FreeBSD calls geom(8) and libgeom make, as safe functions: the `GEOM_CTL` ioctl on
 //! `/dev/geom.ctl` (one control request), `sysctlbyname(3)` (`kern.geom.confxml`,
 //! `kern.module_path`), the kld calls (`modfind`, `kldload`, `kldfind`, `kldunload`) and the
-//! disk ioctls of `g_open`, `g_mediasize`, `g_sectorsize`, `g_stripesize` and `g_flush`.
+//! disk ioctls of `g_open`, `g_mediasize`, `g_sectorsize`, `g_stripesize` and `g_flush`,
+//! plus the two the daemon sends its paths (`DIOCGDELETE`, `DIOCGPHYSPATH`).
 //!
 //! Each function is one call and its errno; no policy (which module name, which error text,
 //! when to retry the load) lives here. The request layout is [`crate::gctl`], tested on
@@ -15,7 +16,10 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::ptr;
 
 use crate::gctl::{Arg, Frame, GEOM_CTL, PATH_GEOM_CTL};
-use crate::ioccom::{DIOCGFLUSH, DIOCGMEDIASIZE, DIOCGSECTORSIZE, DIOCGSTRIPESIZE};
+use crate::ioccom::{
+    DIOCGDELETE, DIOCGFLUSH, DIOCGMEDIASIZE, DIOCGPHYSPATH, DIOCGSECTORSIZE, DIOCGSTRIPESIZE,
+    MAXPATHLEN,
+};
 use crate::sized_read::read_sized;
 use crate::BlockGeometry;
 
@@ -173,6 +177,43 @@ pub fn disk_flush(fd: BorrowedFd<'_>) -> io::Result<()> {
     // no argument and touches no memory of ours.
     check(unsafe { libc::ioctl(fd.as_raw_fd(), DIOCGFLUSH) })?;
     Ok(())
+}
+
+/// `DIOCGDELETE` (BIO_DELETE) of `length` bytes at `offset` on the disk device open on
+/// `fd` (both multiples of the sector size).
+pub fn disk_delete(fd: BorrowedFd<'_>, offset: u64, length: u64) -> io::Result<()> {
+    let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
+    let mut range: [libc::off_t; 2] = [
+        libc::off_t::try_from(offset).map_err(|_| invalid())?,
+        libc::off_t::try_from(length).map_err(|_| invalid())?,
+    ];
+    // SAFETY: `fd` is open for the whole call (borrowed), and DIOCGDELETE is
+    // _IOW(off_t[2]): the kernel reads exactly the two off_t of `range`, which outlives it.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), DIOCGDELETE, range.as_mut_ptr()) })?;
+    Ok(())
+}
+
+/// `DIOCGPHYSPATH`: the provider's `GEOM::physpath`, empty when it has none (ENOENT,
+/// or a class that does not answer the attribute).
+pub fn disk_physpath(fd: BorrowedFd<'_>) -> io::Result<String> {
+    let mut buf = [0u8; MAXPATHLEN];
+    // SAFETY: `fd` is open for the whole call (borrowed), and DIOCGPHYSPATH is
+    // _IOR(char[MAXPATHLEN]): the kernel writes at most MAXPATHLEN bytes into `buf`, which
+    // is exactly that long and outlives the call.
+    match check(unsafe { libc::ioctl(fd.as_raw_fd(), DIOCGPHYSPATH, buf.as_mut_ptr()) }) {
+        Ok(_) => {}
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ENOENT | libc::EOPNOTSUPP | libc::ENOTTY)
+            ) =>
+        {
+            return Ok(String::new())
+        }
+        Err(e) => return Err(e),
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(String::from_utf8_lossy(&buf[..end]).into_owned())
 }
 
 /// The geometry of the disk device open on `fd`: media size, sector size (logical and,

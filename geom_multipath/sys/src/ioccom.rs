@@ -1,6 +1,8 @@
 //! FreeBSD's ioctl request encoding (`sys/sys/ioccom.h`) as `const fn`s, and the request
 //! numbers the tools use on FreeBSD: the disk ioctls of `sys/sys/disk.h` that libgeom's
-//! `g_mediasize`, `g_sectorsize`, `g_stripesize` and `g_flush` send.
+//! `g_mediasize`, `g_sectorsize`, `g_stripesize` and `g_flush` send, and the two the
+//! daemon adds for its paths (`DIOCGDELETE`, `DIOCGPHYSPATH`). The GATE class's numbers
+//! are in [`crate::ggate`].
 //!
 //! Pure arithmetic, compiled on every platform so that the numbers are checked by tests on
 //! Linux; only FreeBSD ever passes them to `ioctl(2)` (`freebsd`).
@@ -17,6 +19,8 @@ pub const IOC_VOID: u32 = 0x2000_0000;
 pub const IOC_OUT: u32 = 0x4000_0000;
 /// Copy parameters in (`IOC_IN`).
 pub const IOC_IN: u32 = 0x8000_0000;
+/// Copy parameters in and out (`IOC_INOUT`).
+pub const IOC_INOUT: u32 = IOC_IN | IOC_OUT;
 
 /// `_IOC(inout, group, num, len)`.
 pub const fn ioc(inout: u32, group: u8, num: u8, len: usize) -> c_ulong {
@@ -38,14 +42,27 @@ pub const fn iow(group: u8, num: u8, len: usize) -> c_ulong {
     ioc(IOC_IN, group, num, len)
 }
 
+/// `_IOWR(group, num, type)`: the kernel reads a `len`-byte value and writes it back.
+pub const fn iowr(group: u8, num: u8, len: usize) -> c_ulong {
+    ioc(IOC_INOUT, group, num, len)
+}
+
 /// `DIOCGSECTORSIZE`: `_IOR('d', 128, u_int)`, the sector size in bytes.
 pub const DIOCGSECTORSIZE: c_ulong = ior(b'd', 128, core::mem::size_of::<u32>());
 /// `DIOCGMEDIASIZE`: `_IOR('d', 129, off_t)`, the media size in bytes.
 pub const DIOCGMEDIASIZE: c_ulong = ior(b'd', 129, core::mem::size_of::<i64>());
 /// `DIOCGFLUSH`: `_IO('d', 135)`, flush the write cache (BIO_FLUSH).
 pub const DIOCGFLUSH: c_ulong = io(b'd', 135);
+/// `DIOCGDELETE`: `_IOW('d', 136, off_t[2])`, forget `length` bytes at `offset`
+/// (BIO_DELETE); the argument is `{offset, length}`.
+pub const DIOCGDELETE: c_ulong = iow(b'd', 136, 2 * core::mem::size_of::<i64>());
 /// `DIOCGSTRIPESIZE`: `_IOR('d', 139, off_t)`, the optimal access block in bytes.
 pub const DIOCGSTRIPESIZE: c_ulong = ior(b'd', 139, core::mem::size_of::<i64>());
+/// `MAXPATHLEN` (`sys/sys/param.h`): the size of `DIOCGPHYSPATH`'s buffer.
+pub const MAXPATHLEN: usize = 1024;
+/// `DIOCGPHYSPATH`: `_IOR('d', 141, char[MAXPATHLEN])`, `GEOM::physpath` as a
+/// NUL-terminated string (ENOENT when the provider has none).
+pub const DIOCGPHYSPATH: c_ulong = ior(b'd', 141, MAXPATHLEN);
 
 #[cfg(test)]
 mod tests {
@@ -59,6 +76,14 @@ mod tests {
         assert_eq!(DIOCGMEDIASIZE, 0x4008_6481);
         assert_eq!(DIOCGFLUSH, 0x2000_6487);
         assert_eq!(DIOCGSTRIPESIZE, 0x4008_648b);
+        assert_eq!(DIOCGDELETE, 0x8010_6488);
+        assert_eq!(DIOCGPHYSPATH, 0x4400_648d);
+    }
+
+    #[test]
+    fn iowr_sets_both_directions() {
+        assert_eq!(iowr(b'm', 4, 56), 0xC038_6D04);
+        assert_eq!(IOC_INOUT, 0xC000_0000);
     }
 
     #[test]

@@ -2,13 +2,15 @@
 //! the block-device ioctls Linux offers no safe wrapper for (size, logical and physical
 //! sector size, I/O hints), detaching the daemon into its own session, and on FreeBSD the
 //! calls geom(8) makes (`freebsd`: the `GEOM_CTL` ioctl, `sysctlbyname`, the kld calls,
-//! the disk ioctls). Every block carries a `SAFETY:` comment naming the invariant it relies
+//! the disk ioctls) and those of the daemon's GEOM Gate export (`ggctl`: the ioctls on
+//! `/dev/ggctl`). Every block carries a `SAFETY:` comment naming the invariant it relies
 //! on.
 //!
 //! What can be checked without FreeBSD is kept apart from the calls and compiled
 //! everywhere, so its tests run on Linux: the `gctl_req` layout and its wiring
-//! ([`gctl`]), FreeBSD's ioctl numbers ([`ioccom`]) and the sysctl read loop
-//! ([`sized_read`]). None of those modules holds `unsafe` code.
+//! ([`gctl`]), the GATE class's request layouts ([`ggate`]), FreeBSD's ioctl numbers
+//! ([`ioccom`]) and the sysctl read loop ([`sized_read`]). None of those modules holds
+//! `unsafe` code.
 //!
 //! Everything else the programs need from the kernel (inotify, netlink, eventfd, poll, peer
 //! credentials, fallocate, mknod) has a safe API in `nix` or `std`.
@@ -23,6 +25,9 @@ use std::process::Command;
 #[cfg(target_os = "freebsd")]
 pub mod freebsd;
 pub mod gctl;
+pub mod ggate;
+#[cfg(target_os = "freebsd")]
+pub mod ggctl;
 pub mod ioccom;
 pub mod sized_read;
 
