@@ -14,68 +14,13 @@ use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use geom_multipath::Errno;
 
 use crate::sys::{self, BlockGeometry};
 
-/// The alignment of every data buffer (the largest logical sector size in use).
-pub const ALIGN: usize = 4096;
-
-/// An I/O buffer whose bytes start on an [`ALIGN`] boundary, carved from an over-sized
-/// `Vec` so that no `unsafe` allocation is needed.
-pub struct IoBuf {
-    storage: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl IoBuf {
-    /// `len` zero bytes.
-    pub fn zeroed(len: usize) -> IoBuf {
-        let storage = vec![0u8; len + ALIGN];
-        let start = storage.as_ptr().align_offset(ALIGN);
-        IoBuf {
-            storage,
-            start,
-            len,
-        }
-    }
-
-    /// A copy of `bytes`.
-    pub fn from_slice(bytes: &[u8]) -> IoBuf {
-        let mut b = IoBuf::zeroed(bytes.len());
-        b.as_mut_slice().copy_from_slice(bytes);
-        b
-    }
-
-    /// The bytes.
-    pub fn as_slice(&self) -> &[u8] {
-        &self.storage[self.start..self.start + self.len]
-    }
-
-    /// The bytes, writable.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.storage[self.start..self.start + self.len]
-    }
-
-    /// How many bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// No bytes at all.
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-impl std::fmt::Debug for IoBuf {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "IoBuf({} bytes)", self.len)
-    }
-}
+pub use geom_multipath_sys::{IoBuf, ALIGN};
 
 /// The errno of an I/O error (EIO when the error carries none).
 pub fn errno_of(e: &io::Error) -> Errno {
@@ -101,6 +46,12 @@ pub trait Device: Send + Sync {
     /// this device can race with the late copy. There is no way back for this device
     /// object: a fenced provider comes back as a new device (reopened, reconnected).
     fn fence(&self) {}
+
+    /// The O_DIRECT descriptor reads, writes and flushes can be started on without a
+    /// thread waiting for each (io_uring), when the device is a plain block device.
+    fn direct_file(&self) -> Option<Arc<File>> {
+        None
+    }
 }
 
 /// The directory device nodes are opened from once the daemon is sandboxed (FreeBSD).
@@ -155,7 +106,7 @@ pub fn open_node(path: &Path, write: bool, exclusive: bool) -> io::Result<File> 
 
 /// A block device opened read-write with O_DIRECT (and O_EXCL on request, on Linux).
 pub struct BlockDevice {
-    file: File,
+    file: Arc<File>,
     physpath: String,
 }
 
@@ -168,7 +119,7 @@ impl BlockDevice {
         exclusive: bool,
         physpath: String,
     ) -> io::Result<BlockDevice> {
-        let file = open_node(path, write, exclusive)?;
+        let file = Arc::new(open_node(path, write, exclusive)?);
         Ok(BlockDevice { file, physpath })
     }
 
@@ -231,6 +182,10 @@ impl Device for BlockDevice {
 
     fn physpath(&self) -> Result<String, Errno> {
         Ok(self.physpath.clone())
+    }
+
+    fn direct_file(&self) -> Option<Arc<File>> {
+        Some(self.file.clone())
     }
 }
 

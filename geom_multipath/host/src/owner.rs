@@ -253,6 +253,13 @@ impl Owner {
         &self.class
     }
 
+    /// Handles the attempts the io_uring engine has finished.
+    pub fn reap_ring(&mut self) {
+        for done in self.workers.reap() {
+            self.handle(Msg::Done(done));
+        }
+    }
+
     /// Handles one message.
     pub fn handle(&mut self, msg: Msg) {
         match msg {
@@ -1266,15 +1273,18 @@ pub fn run(owner: &mut Owner, inbox: &OwnerInbox, sources: &mut dyn Sources) {
         // Rounded up, so the loop never wakes just before a deadline and spins.
         let millis = wait.as_micros().div_ceil(1000).min(60_000) as u32;
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        owner.workers.flush();
         {
             let extra = sources.fds();
             let mut fds: Vec<PollFd<'_>> = std::iter::once(inbox.waker.as_fd())
+                .chain(owner.workers.ring_fd())
                 .chain(extra)
                 .map(|fd| PollFd::new(fd, PollFlags::POLLIN))
                 .collect();
             let _ = poll(&mut fds, timeout);
         }
         sources.ready(owner);
+        owner.reap_ring();
         inbox.acknowledge();
         while let Ok(msg) = inbox.rx.try_recv() {
             if matches!(msg, Msg::Call { .. }) {

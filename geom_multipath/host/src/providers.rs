@@ -116,6 +116,9 @@ impl Device for Forward {
     fn physpath(&self) -> Result<String, Errno> {
         self.current()?.physpath()
     }
+    fn direct_file(&self) -> Option<Arc<std::fs::File>> {
+        self.current().ok()?.direct_file()
+    }
 }
 
 /// One provider.

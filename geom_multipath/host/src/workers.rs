@@ -1,5 +1,11 @@
-//! Path workers: the threads that do a path's I/O, so that the owner of the class never
-//! waits for a device.
+//! Path workers: what does a path's I/O, so that the owner of the class never waits for a
+//! device.
+//!
+//! On Linux, reads, writes and flushes on a plain block device go through io_uring
+//! ([`geom_multipath_sys::uring`]): the owner starts them and reaps their ends from its own
+//! poll loop, with no thread hand-off at all (`GMULTIPATHD_IO=threads` turns this off).
+//! Everything else — other devices (NOP, NBD, memory), deletes, physpath, and every
+//! request on FreeBSD — goes to a pool of threads.
 //!
 //! Each path gets a pool of threads fed by one queue. Threads are started on demand up to a
 //! limit (a device with 32 requests in flight gets 32 threads; an idle path keeps one), and
@@ -9,9 +15,10 @@
 //! queued attempts are answered with ENXIO and the threads exit once their device call
 //! returns.
 //!
-//! Threads rather than io_uring: the host must also run on FreeBSD (io_uring is Linux-only),
-//! blocking calls on a hung device are contained per path, and the per-request cost of a
-//! thread hand-off is small next to the FUSE or NBD hop in front of it.
+//! The pool was once the only engine; bench/io.sh measured the cost of its two context
+//! switches per request at a third of the random-I/O rate (BENCHMARKS.md). A hung block
+//! device holds io_uring entries instead of threads; the owner's deadline still fails the
+//! path over, and a late completion is discarded by its attempt number as before.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -19,6 +26,9 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
 use geom_multipath::{Errno, PathId};
+
+#[cfg(target_os = "linux")]
+use geom_multipath_sys::uring;
 
 use crate::device::{Device, IoBuf};
 use crate::msg::{Completion, Msg, OwnerHandle};
@@ -115,23 +125,77 @@ struct Pool {
     name: String,
 }
 
-/// Every path's pool.
+/// Every path's pool, and the ring.
 pub struct Workers {
     owner: OwnerHandle,
     pools: HashMap<PathId, Pool>,
+    #[cfg(target_os = "linux")]
+    ring: Option<RingEngine>,
 }
 
+/// The io_uring engine: the ring and which attempt each of its requests is.
+#[cfg(target_os = "linux")]
+struct RingEngine {
+    ring: uring::Ring,
+    attempts: HashMap<u64, (u64, u32)>,
+    next_tag: u64,
+}
+
+/// Entries in the ring's submission queue (more wait in its backlog).
+#[cfg(target_os = "linux")]
+const RING_ENTRIES: u32 = 256;
+
 impl Workers {
-    /// Pools that report to `owner`.
+    /// Pools that report to `owner`, and on Linux the ring, unless io_uring is unavailable
+    /// or `GMULTIPATHD_IO=threads`.
     pub fn new(owner: OwnerHandle) -> Workers {
         Workers {
             owner,
             pools: HashMap::new(),
+            #[cfg(target_os = "linux")]
+            ring: RingEngine::new(),
         }
     }
 
-    /// Queues `work` on `path`'s pool (made on first use; `name` names its threads).
+    /// Readable when the ring has finished requests: the owner polls it and then calls
+    /// [`Workers::reap`]. `None` without a ring.
+    pub fn ring_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        #[cfg(target_os = "linux")]
+        if let Some(engine) = &self.ring {
+            return Some(engine.ring.fd());
+        }
+        None
+    }
+
+    /// Hands the ring's new requests to the kernel, all at once: the owner calls it before
+    /// it waits.
+    pub fn flush(&mut self) {
+        #[cfg(target_os = "linux")]
+        if let Some(engine) = &mut self.ring {
+            engine.ring.submit();
+        }
+    }
+
+    /// The attempts the ring has finished.
+    pub fn reap(&mut self) -> Vec<Completion> {
+        #[cfg(target_os = "linux")]
+        if let Some(engine) = &mut self.ring {
+            return engine.reap();
+        }
+        Vec::new()
+    }
+
+    /// Starts `work` on the ring or queues it on `path`'s pool (made on first use; `name`
+    /// names its threads).
     pub fn submit(&mut self, path: PathId, name: &str, work: Work) {
+        #[cfg(target_os = "linux")]
+        let work = match &mut self.ring {
+            Some(engine) => match engine.start(work) {
+                None => return,
+                Some(work) => work,
+            },
+            None => work,
+        };
         let owner = self.owner.clone();
         let pool = self.pools.entry(path).or_insert_with(|| {
             let (tx, rx) = crossbeam_channel::unbounded();
@@ -171,6 +235,69 @@ impl Workers {
     /// Threads currently alive for `path` (for tests and statistics).
     pub fn threads(&self, path: PathId) -> usize {
         self.pools.get(&path).map_or(0, |p| p.threads)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl RingEngine {
+    fn new() -> Option<RingEngine> {
+        if std::env::var("GMULTIPATHD_IO").is_ok_and(|v| v == "threads") {
+            return None;
+        }
+        match uring::Ring::new(RING_ENTRIES) {
+            Ok(ring) => Some(RingEngine {
+                ring,
+                attempts: HashMap::new(),
+                next_tag: 1,
+            }),
+            Err(e) => {
+                tracing::info!("io_uring unavailable ({e}): path I/O uses threads");
+                None
+            }
+        }
+    }
+
+    /// Starts `work` if the ring can do it; gives it back otherwise.
+    fn start(&mut self, work: Work) -> Option<Work> {
+        let op = match work.op {
+            WorkOp::Read => uring::Op::Read,
+            WorkOp::Write => uring::Op::Write,
+            WorkOp::Flush => uring::Op::Flush,
+            WorkOp::Delete(_) | WorkOp::Physpath => return Some(work),
+        };
+        let Some(file) = work.device.direct_file() else {
+            return Some(work);
+        };
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        self.attempts.insert(tag, (work.token, work.attempt));
+        let buffer = match work.buf {
+            WorkBuf::None => uring::Buffer::None,
+            WorkBuf::Read(b) => uring::Buffer::Read(b),
+            WorkBuf::Write(b) => uring::Buffer::Write(b),
+        };
+        self.ring.start(tag, file, op, work.offset, buffer);
+        None
+    }
+
+    fn reap(&mut self) -> Vec<Completion> {
+        self.ring
+            .reap()
+            .into_iter()
+            .filter_map(|f| {
+                let (token, attempt) = self.attempts.remove(&f.tag)?;
+                Some(Completion {
+                    token,
+                    attempt,
+                    buf: match f.buffer {
+                        uring::Buffer::Read(b) => Some(b),
+                        uring::Buffer::None | uring::Buffer::Write(_) => None,
+                    },
+                    text: None,
+                    result: f.result.map_err(Errno),
+                })
+            })
+            .collect()
     }
 }
 

@@ -3,7 +3,8 @@
 //! sector size, I/O hints), detaching the daemon into its own session, and on FreeBSD the
 //! calls geom(8) makes (`freebsd`: the `GEOM_CTL` ioctl, `sysctlbyname`, the kld calls,
 //! the disk ioctls) and those of the daemon's GEOM Gate export (`ggctl`: the ioctls on
-//! `/dev/ggctl`). Every block carries a `SAFETY:` comment naming the invariant it relies
+//! `/dev/ggctl`), and on Linux the io_uring submissions of the daemon's block I/O
+//! (`uring`, which owns every buffer the kernel may still touch). Every block carries a `SAFETY:` comment naming the invariant it relies
 //! on.
 //!
 //! What can be checked without FreeBSD is kept apart from the calls and compiled
@@ -28,8 +29,13 @@ pub mod gctl;
 pub mod ggate;
 #[cfg(target_os = "freebsd")]
 pub mod ggctl;
+pub mod iobuf;
 pub mod ioccom;
 pub mod sized_read;
+#[cfg(target_os = "linux")]
+pub mod uring;
+
+pub use iobuf::{IoBuf, ALIGN};
 
 #[cfg(target_os = "freebsd")]
 pub use freebsd::block_geometry;
