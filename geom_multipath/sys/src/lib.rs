@@ -4,8 +4,8 @@
 //! calls geom(8) makes (`freebsd`: the `GEOM_CTL` ioctl, `sysctlbyname`, the kld calls,
 //! the disk ioctls) and those of the daemon's GEOM Gate export (`ggctl`: the ioctls on
 //! `/dev/ggctl`), and on Linux the io_uring submissions of the daemon's block I/O
-//! (`uring`, which owns every buffer the kernel may still touch). Every block carries a `SAFETY:` comment naming the invariant it relies
-//! on.
+//! (`uring`, which owns every buffer the kernel may still touch). Every block carries a
+//! `SAFETY:` comment naming the invariant it relies on.
 //!
 //! What can be checked without FreeBSD is kept apart from the calls and compiled
 //! everywhere, so its tests run on Linux: the `gctl_req` layout and its wiring
