@@ -10,6 +10,7 @@
 # It prints a Markdown report with the ratios the targets are stated in.
 #
 # Usage: sudo bench/io.sh [seconds per fio run, default 5]
+#        BENCH_ONLY=stall sudo bench/io.sh   (the failover stall alone)
 # Needs: fio, qemu-nbd, python3; a release build (it builds one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -76,6 +77,7 @@ fio_run() {
         --norandommap --output-format=json --output="$OUT/$name.json" >/dev/null
 }
 
+if [ "${BENCH_ONLY:-}" != stall ]; then
 WORKLOADS=("seq-read read 1M 1" "seq-read read 1M 32" "seq-write write 1M 1" "seq-write write 1M 32"
            "rand-read randread 4k 1" "rand-read randread 4k 32" "rand-write randwrite 4k 1" "rand-write randwrite 4k 32")
 TARGETS=("loop dev $L0" "fuse dev $FUSE" "loop-on-fuse dev $LFUSE"
@@ -106,6 +108,8 @@ for w in "rand-read randread 4k 32" "seq-read read 1M 32" "rand-write randwrite 
 done
 gmultipath destroy BENCH
 
+fi
+
 # The failover stall: two NOP providers over two loops of a second image are the paths
 # (a manual geom);
 # fio reads 4 KiB at QD1 with every latency logged; after 2 s the active path's NOP starts
@@ -123,31 +127,42 @@ for try in $(seq 50); do
 done
 N0=${S0#/dev/}.nop N1=${S1#/dev/}.nop
 stall_run() {
-    local name=$1 fault=$2
+    local name=$1 fault=$2 faults=${3:-1}
     # create, not label: a label on a NOP provider is also on the loop device below it.
     gmultipath create STALL "$N0" "$N1"
     fio --name="$name" --ioengine=psync --direct=1 --filename="$GMULTIPATH_MOUNT/STALL" \
-        --rw=randread --bs=4k --size=200M --time_based --runtime=4 --randrepeat=0 \
+        --rw=randread --bs=4k --size=200M --time_based --runtime=$((3 + faults)) --randrepeat=0 \
         --write_lat_log="$OUT/$name" --log_avg_msec=0 --log_unix_epoch=1 --output-format=json \
         --output="$OUT/$name.json" >/dev/null &
     local fio_pid=$!
     sleep 2
-    local active
-    active=$(gmultipath getactive STALL)
-    date +%s%3N >"$OUT/$name.fault_at"
-    case $fault in
-        eio) gnop configure -r 100 -w 100 "$active" ;;
-        hang) gnop configure -d 10000 -q 100 -x 100 "$active" ;;
-        none) ;;
-    esac
+    local active i before
+    : >"$OUT/$name.fault_at"
+    for i in $(seq "$faults"); do
+        active=$(gmultipath getactive STALL)
+        # The fault takes effect between these two times (configure is synchronous).
+        before=$(date +%s%3N)
+        case $fault in
+            eio) gnop configure -r 100 -w 100 "$active" ;;
+            hang) gnop configure -d 10000 -q 100 -x 100 "$active" ;;
+            none) ;;
+        esac
+        echo "$before $(date +%s%3N)" >>"$OUT/$name.fault_at"
+        [ "$fault" = hang ] && break
+        # Heal the failed path and give it back, so the next fault fails the other one.
+        sleep 0.4
+        gnop configure -r 0 -w 0 "$active"
+        gmultipath restore STALL "$active"
+        sleep 0.4
+    done
     wait "$fio_pid"
     gnop configure -r 0 -w 0 -q 0 -x 0 "$N0"; gnop configure -r 0 -w 0 -q 0 -x 0 "$N1"
     gmultipath destroy STALL
 }
 mpsysctl kern.geom.multipath.io_timeout=1 >/dev/null
 echo "# stall: none / EIO / hang" >&2
-stall_run stall_none none
-stall_run stall_eio eio
+stall_run stall_none none 8
+stall_run stall_eio eio 8
 stall_run stall_hang hang
 gnop destroy "$N0" "$N1"
 
