@@ -1018,13 +1018,13 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 mod tests {
     use super::*;
 
+    use crate::watched::Watched;
     use std::fs::{self, File, OpenOptions};
     use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
     use std::process::Command;
     use std::sync::atomic::AtomicU32;
-    use std::sync::{Arc, Condvar, Mutex};
+    use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
-    use std::time::Instant;
 
     use geom_multipath::testkit::MemTopology;
     use geom_multipath::Class;
@@ -1115,29 +1115,12 @@ mod tests {
         withered: bool,
     }
 
-    #[derive(Default)]
-    struct Fake {
-        seen: Mutex<Seen>,
-        changed: Condvar,
-    }
+    /// The fake owner's record, waited on by the tests.
+    type Fake = Watched<Seen>;
 
-    impl Fake {
-        fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
-            let t = f(&mut self.seen.lock().unwrap());
-            self.changed.notify_all();
-            t
-        }
-
-        /// Waits (5 s at most) until `done` holds.
-        fn wait(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            let mut seen = self.seen.lock().unwrap();
-            while !done(&seen) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(!left.is_zero(), "timed out waiting for {what}: {seen:?}");
-                seen = self.changed.wait_timeout(seen, left).unwrap().0;
-            }
-        }
+    /// Waits (5 s at most) until `done` holds for what the fake owner saw.
+    fn wait(fake: &Fake, what: &str, done: impl Fn(&Seen) -> bool) {
+        fake.expect(what, Duration::from_secs(5), done);
     }
 
     /// The owner loop, cut down: one provider on a memory device.
@@ -1168,7 +1151,7 @@ mod tests {
                         }
                     };
                     (req.reply)(res);
-                    fake.changed.notify_all();
+                    fake.notify();
                 }
                 Msg::Access {
                     dr, dw, de, reply, ..
@@ -1280,7 +1263,7 @@ mod tests {
         }
 
         fn wait_all_closed(&self) {
-            self.fake.wait("every open to be released", |s| {
+            wait(&self.fake, "every open to be released", |s| {
                 s.r == 0 && s.w == 0 && s.e == 0
             });
         }
@@ -1339,7 +1322,7 @@ mod tests {
         // O_DIRECT: write, read back, misaligned, the end of the media.
         {
             let file = f.open(true, true);
-            f.fake.wait("open to take access", |s| (s.r, s.w) == (1, 1));
+            wait(&f.fake, "open to take access", |s| (s.r, s.w) == (1, 1));
             let data = IoBuf::from_slice(&pattern(8192, 1));
             assert_eq!(file.write_at(data.as_slice(), 4096).unwrap(), 8192);
             assert_eq!(f.dev.peek(4096, 8192), data.as_slice());

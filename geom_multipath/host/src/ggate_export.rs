@@ -628,12 +628,12 @@ mod tests {
     use crate::device::{Device, MemDevice, MemFaults};
     use crate::exports::Exports;
     use crate::msg::{self, Msg, OwnerInbox};
+    use crate::watched::Watched;
     use geom_multipath::testkit::MemTopology;
     use geom_multipath::Class;
     use geom_multipath_sys::ggate::{BIO_GETATTR, BIO_SPEEDUP};
     use std::collections::{BTreeSet, VecDeque};
-    use std::sync::{Condvar, Mutex, RwLock};
-    use std::time::Instant;
+    use std::sync::RwLock;
 
     const MIB: u64 = 1 << 20;
 
@@ -671,8 +671,7 @@ mod tests {
 
     #[derive(Default)]
     struct FakeGgctl {
-        k: Mutex<Kernel>,
-        cv: Condvar,
+        k: Watched<Kernel>,
     }
 
     fn err(code: i32) -> io::Error {
@@ -681,20 +680,12 @@ mod tests {
 
     impl FakeGgctl {
         fn with<T>(&self, f: impl FnOnce(&mut Kernel) -> T) -> T {
-            let t = f(&mut self.k.lock().unwrap());
-            self.cv.notify_all();
-            t
+            self.k.with(f)
         }
 
         /// Waits (10 s at most) until `done` holds.
         fn wait(&self, what: &str, done: impl Fn(&Kernel) -> bool) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut k = self.k.lock().unwrap();
-            while !done(&k) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(!left.is_zero(), "timed out waiting for {what}: {k:?}");
-                k = self.cv.wait_timeout(k, left).unwrap().0;
-            }
+            self.k.expect(what, Duration::from_secs(10), done);
         }
 
         fn unit_of(k: &Kernel, name: &str) -> Option<i32> {
@@ -815,20 +806,21 @@ mod tests {
         }
 
         fn start(&self, unit: i32, buf: &mut [u8]) -> io::Result<Started> {
-            let mut k = self.k.lock().unwrap();
-            loop {
-                let u = k.units.get_mut(&unit).ok_or_else(|| err(libc::ENXIO))?;
+            self.k.serve(|k| {
+                let Some(u) = k.units.get_mut(&unit) else {
+                    return Some(Err(err(libc::ENXIO)));
+                };
                 if let Some(bio) = u.inqueue.front() {
                     if bio.cmd == BIO_WRITE && bio.length as usize > buf.len() {
                         let length = bio.length;
                         u.enomem += 1;
-                        return Ok(Started {
+                        return Some(Ok(Started {
                             seq: 0,
                             cmd: BIO_WRITE,
                             offset: 0,
                             length,
                             error: libc::ENOMEM,
-                        });
+                        }));
                     }
                     let bio = u.inqueue.pop_front().unwrap();
                     if bio.cmd == BIO_WRITE {
@@ -842,20 +834,16 @@ mod tests {
                         error: 0,
                     };
                     u.outqueue.push(bio);
-                    self.cv.notify_all();
-                    return Ok(started);
+                    return Some(Ok(started));
                 }
-                if u.destroying {
-                    return Ok(Started {
-                        seq: 0,
-                        cmd: 0,
-                        offset: 0,
-                        length: 0,
-                        error: libc::ECANCELED,
-                    });
-                }
-                k = self.cv.wait(k).unwrap();
-            }
+                u.destroying.then_some(Ok(Started {
+                    seq: 0,
+                    cmd: 0,
+                    offset: 0,
+                    length: 0,
+                    error: libc::ECANCELED,
+                }))
+            })
         }
 
         fn done(&self, unit: i32, done: &Finished, data: &[u8]) -> io::Result<()> {
@@ -900,25 +888,16 @@ mod tests {
 
     #[derive(Default)]
     struct FakeOwner {
-        seen: Mutex<Seen>,
-        cv: Condvar,
+        seen: Watched<Seen>,
     }
 
     impl FakeOwner {
         fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
-            let t = f(&mut self.seen.lock().unwrap());
-            self.cv.notify_all();
-            t
+            self.seen.with(f)
         }
 
         fn wait(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-            let deadline = Instant::now() + Duration::from_secs(10);
-            let mut s = self.seen.lock().unwrap();
-            while !done(&s) {
-                let left = deadline.saturating_duration_since(Instant::now());
-                assert!(!left.is_zero(), "timed out waiting for {what}: {s:?}");
-                s = self.cv.wait_timeout(s, left).unwrap().0;
-            }
+            self.seen.expect(what, Duration::from_secs(10), done);
         }
 
         fn access(&self, geom: GeomId) -> (i32, i32) {

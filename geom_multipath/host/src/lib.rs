@@ -45,4 +45,5 @@ pub mod sysctl_cli;
 pub mod sysfs;
 #[cfg(target_os = "linux")]
 pub mod watch;
+pub mod watched;
 pub mod workers;

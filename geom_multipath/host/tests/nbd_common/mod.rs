@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use geom_multipath::{Class, Errno, GeomId, ProviderInfo};
 use geom_multipath_host::device::{Device, MemDevice};
 use geom_multipath_host::exports::{Exports, SharedExports};
 use geom_multipath_host::msg::{self, IoOp, IoReply, Msg, OwnerHandle, OwnerInbox};
+use geom_multipath_host::watched::Watched;
 
 pub const MIB: u64 = 1 << 20;
 
@@ -202,6 +203,7 @@ pub struct FakeProvider {
     pub dev: Arc<MemDevice>,
 }
 
+#[derive(Debug)]
 pub struct FakeState {
     pub seen: Vec<Seen>,
     pub knobs: Knobs,
@@ -209,35 +211,23 @@ pub struct FakeState {
 
 /// The fake owner's shared state.
 pub struct Fake {
-    pub state: Mutex<FakeState>,
-    pub changed: Condvar,
+    pub state: Watched<FakeState>,
     pub providers: Vec<FakeProvider>,
 }
 
 impl Fake {
     pub fn with<T>(&self, f: impl FnOnce(&mut FakeState) -> T) -> T {
-        let t = f(&mut self.state.lock().unwrap());
-        self.changed.notify_all();
-        t
+        self.state.with(f)
     }
 
     pub fn seen(&self, i: usize) -> Seen {
-        self.state.lock().unwrap().seen[i].clone()
+        self.with(|s| s.seen[i].clone())
     }
 
     /// Waits (5 s at most) until `done` holds for provider `i`.
     pub fn wait(&self, what: &str, i: usize, done: impl Fn(&Seen) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        let mut s = self.state.lock().unwrap();
-        while !done(&s.seen[i]) {
-            let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "timed out waiting for {what}: {:?}",
-                s.seen[i]
-            );
-            s = self.changed.wait_timeout(s, left).unwrap().0;
-        }
+        self.state
+            .expect(what, Duration::from_secs(5), |s| done(&s.seen[i]));
     }
 
     fn index(&self, geom: GeomId) -> Option<usize> {
@@ -295,11 +285,10 @@ impl FakeOwner {
             });
         }
         let fake = Arc::new(Fake {
-            state: Mutex::new(FakeState {
+            state: Watched::new(FakeState {
                 seen: vec![Seen::default(); list.len()],
                 knobs: Knobs::default(),
             }),
-            changed: Condvar::new(),
             providers: list,
         });
         let (owner, inbox) = msg::channel().unwrap();
@@ -388,7 +377,7 @@ fn serve(inbox: OwnerInbox, fake: Arc<Fake>, events: Sender<ProviderEvent>) {
                         });
                     }
                 }
-                fake.changed.notify_all();
+                fake.state.notify();
             }
             Msg::Access {
                 geom,
