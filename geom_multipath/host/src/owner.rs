@@ -291,18 +291,28 @@ impl Owner {
         }
     }
 
-    /// Runs `f` with the class and a topology over the host's state, then drains what the
-    /// class queued.
-    fn with_topology<R>(&mut self, f: impl FnOnce(&mut Class, &mut HostTopology<'_>) -> R) -> R {
-        let mut topo = HostTopology {
+    /// The class, and its view of the host's state beside it (`tasted`: the sector a
+    /// taste read in advance, for its provider).
+    fn class_and_topology(
+        &mut self,
+        tasted: Option<(String, Vec<u8>)>,
+    ) -> (&mut Class, HostTopology<'_>) {
+        let topo = HostTopology {
             providers: &mut self.providers,
             paths: &mut self.paths,
             exports: &self.exports,
             workers: &mut self.workers,
             queue: &mut self.queue,
-            tasted: None,
+            tasted,
         };
-        let r = f(&mut self.class, &mut topo);
+        (&mut self.class, topo)
+    }
+
+    /// Runs `f` with the class and a topology over the host's state, then drains what the
+    /// class queued.
+    fn with_topology<R>(&mut self, f: impl FnOnce(&mut Class, &mut HostTopology<'_>) -> R) -> R {
+        let (class, mut topo) = self.class_and_topology(None);
+        let r = f(class, &mut topo);
         self.drain();
         r
     }
@@ -322,15 +332,8 @@ impl Owner {
             };
             match job {
                 Job::Class(work) => {
-                    let mut topo = HostTopology {
-                        providers: &mut self.providers,
-                        paths: &mut self.paths,
-                        exports: &self.exports,
-                        workers: &mut self.workers,
-                        queue: &mut self.queue,
-                        tasted: None,
-                    };
-                    self.class.run_deferred(&mut topo, work);
+                    let (class, mut topo) = self.class_and_topology(None);
+                    class.run_deferred(&mut topo, work);
                 }
                 Job::Retaste(name) => self.taste(&name),
             }
@@ -555,15 +558,8 @@ impl Owner {
             }
         };
         let random = self.random();
-        let mut topo = HostTopology {
-            providers: &mut self.providers,
-            paths: &mut self.paths,
-            exports: &self.exports,
-            workers: &mut self.workers,
-            queue: &mut self.queue,
-            tasted: Some((name.to_string(), sector)),
-        };
-        self.class.taste(&mut topo, &info, random);
+        let (class, mut topo) = self.class_and_topology(Some((name.to_string(), sector)));
+        class.taste(&mut topo, &info, random);
         self.drain();
     }
 
