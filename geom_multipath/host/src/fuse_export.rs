@@ -83,7 +83,6 @@
 //! A daemon that died leaves a dead mount (ENOTCONN on `stat`); [`cleanup_stale`], which
 //! [`mount`] also runs, detaches it lazily so a restart can mount again.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -105,6 +104,7 @@ use geom_multipath::GeomId;
 use crate::device::IoBuf;
 use crate::exports::{Export, Exports, SharedExports};
 use crate::msg::{IoOp, IoReply, IoRequest, OwnerHandle};
+use crate::sys::idhash::IdMap;
 
 /// The extended attribute that answers with the provider's `GEOM::physpath`.
 pub const PHYSPATH_XATTR: &str = "user.geom.physpath";
@@ -413,7 +413,7 @@ struct MultipathFs {
     exports: SharedExports,
     owner: OwnerHandle,
     options: FuseOptions,
-    handles: RwLock<HashMap<u64, Handle>>,
+    handles: RwLock<IdMap<u64, Handle>>,
     next_fh: AtomicU64,
     /// Every timestamp: when the file system was mounted.
     born: SystemTime,
@@ -491,7 +491,7 @@ impl MultipathFs {
             exports,
             owner,
             options,
-            handles: RwLock::new(HashMap::new()),
+            handles: RwLock::new(IdMap::default()),
             next_fh: AtomicU64::new(1),
             born,
             ended,

@@ -12,7 +12,7 @@
 //! writes the class makes itself (labels, taste) run on a helper thread with a deadline.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::net::ToSocketAddrs;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -35,6 +35,7 @@ use crate::msg::{Completion, IoOp, IoReply, IoRequest, Msg, OwnerHandle, OwnerIn
 use crate::nbd_client::{self, NbdPaths, NbdUri, Transport};
 use crate::nop::{NopClass, NopDevice, NopHost};
 use crate::providers::{Consumer, ProviderTable, Source};
+use crate::sys::idhash::IdMap;
 use crate::workers::{Work, WorkBuf, WorkOp, Workers};
 
 /// How long a control-path read or write (label, taste) may take before it counts as failed.
@@ -76,7 +77,7 @@ struct InFlight {
 
 /// Where a timed-out attempt was sent: its late answer lifts the fence on that provider
 /// once it is the last one out.
-type Abandoned = HashMap<(u64, u32), String>;
+type Abandoned = IdMap<(u64, u32), String>;
 
 /// The per-path override of `kern.geom.multipath.io_timeout`: `<knob>.<provider>`.
 pub const IO_TIMEOUT_OVERRIDE_PREFIX: &str = "kern.geom.multipath.io_timeout.";
@@ -156,7 +157,7 @@ pub struct Owner {
     pub(crate) paths: BTreeMap<PathId, String>,
     exports: SharedExports,
     workers: Workers,
-    inflight: HashMap<u64, InFlight>,
+    inflight: IdMap<u64, InFlight>,
     next_token: u64,
     /// Attempt deadlines, earliest first: (when, token, attempt).
     deadlines: BinaryHeap<Reverse<(Instant, u64, u32)>>,
@@ -192,10 +193,10 @@ impl Owner {
             paths: BTreeMap::new(),
             exports,
             workers: Workers::new(handle.clone()),
-            inflight: HashMap::new(),
+            inflight: IdMap::default(),
             next_token: 1,
             deadlines: BinaryHeap::new(),
-            abandoned: HashMap::new(),
+            abandoned: IdMap::default(),
             io_timeouts: BTreeMap::new(),
             queue: VecDeque::new(),
             console: Console::new(),

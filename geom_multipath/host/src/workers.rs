@@ -20,7 +20,6 @@
 //! device holds io_uring entries instead of threads; the owner's deadline still fails the
 //! path over, and a late completion is discarded by its attempt number as before.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -32,6 +31,7 @@ use geom_multipath_sys::uring;
 
 use crate::device::{Device, IoBuf};
 use crate::msg::{Completion, Msg, OwnerHandle};
+use crate::sys::idhash::IdMap;
 
 /// The most threads one path may have.
 pub const MAX_THREADS_PER_PATH: usize = 64;
@@ -128,7 +128,7 @@ struct Pool {
 /// Every path's pool, and the ring.
 pub struct Workers {
     owner: OwnerHandle,
-    pools: HashMap<PathId, Pool>,
+    pools: IdMap<PathId, Pool>,
     #[cfg(target_os = "linux")]
     ring: Option<RingEngine>,
 }
@@ -137,7 +137,7 @@ pub struct Workers {
 #[cfg(target_os = "linux")]
 struct RingEngine {
     ring: uring::Ring,
-    attempts: HashMap<u64, (u64, u32)>,
+    attempts: IdMap<u64, (u64, u32)>,
     next_tag: u64,
 }
 
@@ -151,7 +151,7 @@ impl Workers {
     pub fn new(owner: OwnerHandle) -> Workers {
         Workers {
             owner,
-            pools: HashMap::new(),
+            pools: IdMap::default(),
             #[cfg(target_os = "linux")]
             ring: RingEngine::new(),
         }
@@ -247,7 +247,7 @@ impl RingEngine {
         match uring::Ring::new(RING_ENTRIES) {
             Ok(ring) => Some(RingEngine {
                 ring,
-                attempts: HashMap::new(),
+                attempts: IdMap::default(),
                 next_tag: 1,
             }),
             Err(e) => {

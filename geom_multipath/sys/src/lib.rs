@@ -3,15 +3,16 @@
 //! sector size, I/O hints), detaching the daemon into its own session, and on FreeBSD the
 //! calls geom(8) makes (`freebsd`: the `GEOM_CTL` ioctl, `sysctlbyname`, the kld calls,
 //! the disk ioctls) and those of the daemon's GEOM Gate export (`ggctl`: the ioctls on
-//! `/dev/ggctl`), and on Linux the io_uring submissions of the daemon's block I/O
-//! (`uring`, which owns every buffer the kernel may still touch). Every block carries a
-//! `SAFETY:` comment naming the invariant it relies on.
+//! `/dev/ggctl`), on Linux the io_uring submissions of the daemon's block I/O (`uring`,
+//! which owns every buffer the kernel may still touch), and the aligned buffers those
+//! requests travel in ([`iobuf`]). Every block carries a `SAFETY:` comment naming the
+//! invariant it relies on.
 //!
 //! What can be checked without FreeBSD is kept apart from the calls and compiled
 //! everywhere, so its tests run on Linux: the `gctl_req` layout and its wiring
 //! ([`gctl`]), the GATE class's request layouts ([`ggate`]), FreeBSD's ioctl numbers
-//! ([`ioccom`]) and the sysctl read loop ([`sized_read`]). None of those modules holds
-//! `unsafe` code.
+//! ([`ioccom`]) and the sysctl read loop ([`sized_read`]); beside them the hash of the
+//! daemon's id-keyed maps ([`idhash`]). None of those modules holds `unsafe` code.
 //!
 //! Everything else the programs need from the kernel (inotify, netlink, eventfd, poll, peer
 //! credentials, fallocate, mknod) has a safe API in `nix` or `std`.
@@ -29,6 +30,7 @@ pub mod gctl;
 pub mod ggate;
 #[cfg(target_os = "freebsd")]
 pub mod ggctl;
+pub mod idhash;
 pub mod iobuf;
 pub mod ioccom;
 pub mod sized_read;

@@ -11,7 +11,8 @@
 //! dropped with requests in flight waits briefly for them and leaks what is left (a device
 //! that hangs) rather than free memory under a pending DMA.
 
-use std::collections::{HashMap, VecDeque};
+use crate::idhash::IdMap;
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
@@ -104,7 +105,7 @@ impl Pending {
 pub struct Ring {
     ring: IoUring,
     wake: EventFd,
-    pending: HashMap<u64, Pending>,
+    pending: IdMap<u64, Pending>,
     /// Entries the submission queue had no room for yet.
     backlog: VecDeque<squeue::Entry>,
     /// Requests refused before reaching the kernel, handed out by the next reap.
@@ -126,7 +127,7 @@ impl Ring {
         Ok(Ring {
             ring,
             wake,
-            pending: HashMap::new(),
+            pending: IdMap::default(),
             backlog: VecDeque::new(),
             refused: Vec::new(),
             next_key: 1,
