@@ -13,6 +13,21 @@ use geom_multipath::wire::Reply;
 use geom_multipath::Request;
 use geom_multipath_proto::{roundtrip, socket_path, Answer, Call, ProtoError};
 
+/// Why [`Backend::unload`] failed; geom(8)'s `std_unload` words its two steps apart.
+#[derive(Debug)]
+pub enum UnloadError {
+    /// `kldfind` found no such module file loaded: "Could not find module: …".
+    NotFound(io::Error),
+    /// `kldunload` refused: "Could not unload module: …".
+    Refused(io::Error),
+}
+
+impl From<io::Error> for UnloadError {
+    fn from(e: io::Error) -> Self {
+        UnloadError::Refused(e)
+    }
+}
+
 /// What geom(8) needs from the kernel (or the host standing in for it).
 pub trait Backend {
     /// `modfind("g_<class>")`: is the class's code running?
@@ -21,8 +36,8 @@ pub trait Backend {
     fn loadable(&mut self) -> bool;
     /// `kldload`: start it.
     fn load(&mut self) -> io::Result<()>;
-    /// `kldunload`: stop it.
-    fn unload(&mut self) -> io::Result<()>;
+    /// `kldfind` + `kldunload`: stop it.
+    fn unload(&mut self) -> Result<(), UnloadError>;
     /// `gctl_issue`: run a request; `Err` is the transport failure's text.
     fn issue(&mut self, req: &Request) -> Result<Reply, String>;
     /// The `kern.geom.confxml` XML.
@@ -133,11 +148,12 @@ impl Backend for HostBackend {
         }
     }
 
-    fn unload(&mut self) -> io::Result<()> {
-        match self.call(&Call::Unload)? {
+    /// A daemon that cannot be reached is the module kldfind cannot find.
+    fn unload(&mut self) -> Result<(), UnloadError> {
+        match self.call(&Call::Unload).map_err(UnloadError::NotFound)? {
             Answer::Done => Ok(()),
-            Answer::Failed { errno, text } => Err(failed(errno, text)),
-            other => Err(io::Error::other(format!("unexpected answer {other:?}"))),
+            Answer::Failed { errno, text } => Err(failed(errno, text).into()),
+            other => Err(io::Error::other(format!("unexpected answer {other:?}")).into()),
         }
     }
 

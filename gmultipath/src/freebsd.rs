@@ -14,7 +14,7 @@ use geom_multipath::Request;
 use geom_multipath_proto::{Answer, Call};
 use geom_multipath_sys::freebsd as sys;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, UnloadError};
 use crate::gctl;
 use crate::kld::{self, ClassModule};
 
@@ -63,9 +63,9 @@ impl Backend for KernelBackend {
     }
 
     /// `std_unload`: kldfind the file, then kldunload it.
-    fn unload(&mut self) -> io::Result<()> {
-        let id = sys::kldfind(&self.names.file)?;
-        sys::kldunload(id)
+    fn unload(&mut self) -> Result<(), UnloadError> {
+        let id = sys::kldfind(&self.names.file).map_err(UnloadError::NotFound)?;
+        Ok(sys::kldunload(id)?)
     }
 
     /// `gctl_issue` over the `GEOM_CTL` ioctl.

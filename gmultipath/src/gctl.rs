@@ -305,7 +305,7 @@ mod tests {
         fn load(&mut self) -> io::Result<()> {
             Ok(())
         }
-        fn unload(&mut self) -> io::Result<()> {
+        fn unload(&mut self) -> Result<(), crate::backend::UnloadError> {
             Ok(())
         }
         fn issue(&mut self, req: &Request) -> Result<Reply, String> {

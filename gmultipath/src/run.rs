@@ -12,7 +12,7 @@ use geom_multipath::ctl::OUTPUT_LEN;
 use geom_multipath::userland::{plan_label, touched_is_a_path, Probed};
 use geom_multipath::{CtlError, Mode, Request};
 
-use crate::backend::Backend;
+use crate::backend::{Backend, UnloadError};
 use crate::classes::{class_by_name, ClassDef, Command, OptKind, Userland, LOADKLD, STANDARD};
 use crate::getopt::{getopt, GetoptError};
 use crate::mesh;
@@ -385,8 +385,16 @@ fn run_userland(
             None
         }
         Userland::Unload => {
-            if let Err(e) = env.backend.unload() {
-                let text = format!("Could not unload module: {}.", crate::strerror(&e));
+            let text = match env.backend.unload() {
+                Ok(()) => None,
+                Err(UnloadError::NotFound(e)) => {
+                    Some(format!("Could not find module: {}.", crate::strerror(&e)))
+                }
+                Err(UnloadError::Refused(e)) => {
+                    Some(format!("Could not unload module: {}.", crate::strerror(&e)))
+                }
+            };
+            if let Some(text) = text {
                 req.error(CtlError::Other(text));
             }
             None

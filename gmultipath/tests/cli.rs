@@ -10,7 +10,7 @@ use geom_multipath::testkit::MemTopology;
 use geom_multipath::wire::{self, Reply};
 use geom_multipath::{Class, Request};
 use geom_multipath_proto::{Answer, Call};
-use gmultipath::backend::Backend;
+use gmultipath::backend::{Backend, UnloadError};
 use gmultipath::run::{self, Env};
 
 const MIB: u64 = 1 << 20;
@@ -22,6 +22,8 @@ struct Fake {
     loaded: bool,
     loadable: bool,
     load_fails: bool,
+    /// `unload` finds no module (it went away after the availability check).
+    unload_finds_nothing: bool,
 }
 
 impl Fake {
@@ -32,6 +34,7 @@ impl Fake {
             loaded: true,
             loadable: true,
             load_fails: false,
+            unload_finds_nothing: false,
         }
     }
 
@@ -60,7 +63,10 @@ impl Backend for Fake {
         self.loaded = true;
         Ok(())
     }
-    fn unload(&mut self) -> io::Result<()> {
+    fn unload(&mut self) -> Result<(), UnloadError> {
+        if self.unload_finds_nothing {
+            return Err(UnloadError::NotFound(io::Error::from_raw_os_error(2)));
+        }
         self.class
             .destroy_all(&mut self.topo)
             .map_err(|e| io::Error::from_raw_os_error(e.0))?;
@@ -261,6 +267,17 @@ fn list_without_the_class_loaded_says_try_load() {
         "Module available.\nDone.\n"
     );
     assert!(f.loaded);
+}
+
+#[test]
+fn unload_of_a_module_gone_meanwhile_says_it_could_not_find_it() {
+    // geom(8) checks that the module is loaded, then kldfinds it again to unload it.
+    let mut f = Fake::new();
+    f.unload_finds_nothing = true;
+    assert_eq!(
+        fails(&mut f, "gmultipath unload").1,
+        "gmultipath: Could not find module: No such file or directory.\n"
+    );
 }
 
 #[test]

@@ -2310,7 +2310,7 @@ Geom name: md1.nop
         fn load(&mut self) -> std::io::Result<()> {
             Ok(())
         }
-        fn unload(&mut self) -> std::io::Result<()> {
+        fn unload(&mut self) -> Result<(), gmultipath::backend::UnloadError> {
             Ok(())
         }
         fn issue(&mut self, req: &Request) -> Result<geom_multipath::wire::Reply, String> {
