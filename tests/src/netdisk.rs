@@ -150,6 +150,12 @@ impl NetDisk {
                 "--exit-with-parent",
             ])
             .args(["-i", &self.links[i].far_ip, "-p", &PORT.to_string()])
+            // One thread per connection: nbdkit 1.32 (Debian 12) can abort on
+            // `connections.c: raw_send_socket: Assertion 'sock >= 0'` when one of its threads
+            // sends a reply on a connection another thread has just closed after the client
+            // went away, which is exactly what fencing a path does. A dead server would
+            // leave the path unable to come back, for a reason outside the daemon.
+            .args(["-t", "1"])
             .arg("file")
             .arg(format!("file={}", self.image.display()))
             .stdin(Stdio::null())
