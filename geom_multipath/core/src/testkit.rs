@@ -388,6 +388,26 @@ impl Topology for MemTopology {
     }
 }
 
+/// Geom ids the real class gives to A/P geoms named `names`, each made with `create` over
+/// a 1 MiB disk of its own: for exports and owners tested without a class of their own.
+pub fn geom_ids(names: &[&str]) -> Vec<GeomId> {
+    let mut topo = MemTopology::new();
+    let mut class = Class::default();
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let prefix = format!("d{i}x");
+            topo.disk_with_paths(&prefix, 1, 1 << 20, 512);
+            let path = format!("{prefix}0");
+            let flags = [("active_active", false), ("active_read", false)];
+            let reply = topo.verb(&mut class, "create", &flags, &[name, &path]);
+            assert_eq!(reply.error, "", "create {name}");
+            class.find_geom(name).expect("the geom just created")
+        })
+        .collect()
+}
+
 /// A UUID-looking text for labels in tests: `00000000-0000-0000-0000-00000000000n`.
 pub fn test_uuid(n: u32) -> String {
     format!("00000000-0000-0000-0000-{n:012}")

@@ -1026,8 +1026,6 @@ mod tests {
     use std::sync::{Arc, Mutex};
     use std::thread::JoinHandle;
 
-    use geom_multipath::testkit::MemTopology;
-    use geom_multipath::Class;
     use nix::fcntl::{fallocate, FallocateFlags};
 
     use crate::device::{Device, MemDevice};
@@ -1181,13 +1179,7 @@ mod tests {
 
     /// A geom id for FRED, made by the real class.
     fn fred_geom() -> GeomId {
-        let mut topo = MemTopology::new();
-        topo.disk_with_paths("md", 1, MIB, 512);
-        let mut class = Class::default();
-        let flags = [("active_active", false), ("active_read", false)];
-        let reply = topo.verb(&mut class, "create", &flags, &["FRED", "md0"]);
-        assert_eq!(reply.error, "");
-        class.find_geom("FRED").unwrap()
+        geom_multipath::testkit::geom_ids(&["FRED"])[0]
     }
 
     fn unique_dir(what: &str) -> PathBuf {

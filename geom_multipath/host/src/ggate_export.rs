@@ -629,8 +629,6 @@ mod tests {
     use crate::exports::Exports;
     use crate::msg::{self, Msg, OwnerInbox};
     use crate::watched::Watched;
-    use geom_multipath::testkit::MemTopology;
-    use geom_multipath::Class;
     use geom_multipath_sys::ggate::{BIO_GETATTR, BIO_SPEEDUP};
     use std::collections::{BTreeSet, VecDeque};
     use std::sync::RwLock;
@@ -964,25 +962,6 @@ mod tests {
         }
     }
 
-    /// Geom ids of `names`, made by the real class.
-    fn geoms(names: &[&str]) -> Vec<GeomId> {
-        let mut topo = MemTopology::new();
-        let mut class = Class::default();
-        names
-            .iter()
-            .enumerate()
-            .map(|(i, name)| {
-                let disk = format!("d{i}_");
-                topo.disk_with_paths(&disk, 1, MIB, 512);
-                let flags = [("active_active", false), ("active_read", false)];
-                let path = format!("{disk}0");
-                let reply = topo.verb(&mut class, "create", &flags, &[name, &path]);
-                assert_eq!(reply.error, "");
-                class.find_geom(name).unwrap()
-            })
-            .collect()
-    }
-
     struct Fixture {
         kernel: Arc<FakeGgctl>,
         owner: Arc<FakeOwner>,
@@ -1000,7 +979,7 @@ mod tests {
         }
 
         fn with(names: &[&str], setup: impl FnOnce(&mut Seen), kernel: Arc<FakeGgctl>) -> Fixture {
-            let geoms = geoms(names);
+            let geoms = geom_multipath::testkit::geom_ids(names);
             let devs: Vec<Arc<MemDevice>> = geoms
                 .iter()
                 .map(|_| Arc::new(MemDevice::new(MIB as usize)))

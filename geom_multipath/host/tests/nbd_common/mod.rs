@@ -11,8 +11,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
-use geom_multipath::testkit::MemTopology;
-use geom_multipath::{Class, Errno, GeomId, ProviderInfo};
+use geom_multipath::{Errno, GeomId, ProviderInfo};
 use geom_multipath_host::device::{Device, MemDevice};
 use geom_multipath_host::exports::{Exports, SharedExports};
 use geom_multipath_host::msg::{self, IoOp, IoReply, Msg, OwnerHandle, OwnerInbox};
@@ -235,24 +234,7 @@ impl Fake {
     }
 }
 
-/// Geom ids made by the real class for providers `names` (one disk each).
-pub fn geoms(names: &[&str]) -> Vec<GeomId> {
-    let mut topo = MemTopology::new();
-    let mut class = Class::default();
-    names
-        .iter()
-        .enumerate()
-        .map(|(i, name)| {
-            let prefix = format!("d{i}x");
-            topo.disk_with_paths(&prefix, 1, MIB, 512);
-            let flags = [("active_active", false), ("active_read", false)];
-            let path = format!("{prefix}0");
-            let reply = topo.verb(&mut class, "create", &flags, &[name, &path]);
-            assert_eq!(reply.error, "");
-            class.find_geom(name).unwrap()
-        })
-        .collect()
-}
+pub use geom_multipath::testkit::geom_ids as geoms;
 
 /// A `ProviderUp` (with its info and device) or `ProviderDown` (`None`) for a name.
 pub type ProviderEvent = (String, Option<(ProviderInfo, Arc<dyn Device>)>);
