@@ -51,13 +51,7 @@ impl FaultyPaths {
 
     /// The path (0 or 1) that is active now.
     fn active(&self) -> usize {
-        let out = self
-            .daemon
-            .gmultipath(&["getactive", "FRED"])
-            .ok()
-            .to_string();
-        let first = out.split_whitespace().next().unwrap_or_default();
-        usize::from(first == self.loops[1].name)
+        usize::from(self.daemon.active_path("FRED") == self.loops[1].name)
     }
 
     fn name(&self, i: usize) -> &str {

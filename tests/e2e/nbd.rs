@@ -167,12 +167,7 @@ impl NetPaths {
 
     /// The link (0 or 1) whose path is active now.
     fn active(&self) -> usize {
-        let out = self
-            .daemon
-            .gmultipath(&["getactive", "FRED"])
-            .ok()
-            .to_string();
-        usize::from(out.split_whitespace().next() == Some(self.disk.uri(1).as_str()))
+        usize::from(self.daemon.active_path("FRED") == self.disk.uri(1))
     }
 
     /// Waits until both paths are members again and the geom is OPTIMAL.

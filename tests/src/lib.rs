@@ -353,6 +353,13 @@ impl Daemon {
         });
     }
 
+    /// The first active path of `geom` (`gmultipath getactive`, which must succeed).
+    pub fn active_path(&self, geom: &str) -> String {
+        let out = self.gmultipath(&["getactive", geom]);
+        let first = out.ok().split_whitespace().next().unwrap_or_default();
+        first.to_string()
+    }
+
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
