@@ -1002,17 +1002,7 @@ pub(crate) fn attach(gp: Handle, pp: Handle) -> Result<Handle, i32> {
         return Err(ENXIO);
     }
     let cp = w.handle();
-    w.consumers.insert(
-        cp,
-        FConsumer {
-            geom: gp,
-            provider: Some(pp),
-            acr: 0,
-            acw: 0,
-            ace: 0,
-            orphaned: false,
-        },
-    );
+    w.consumers.insert(cp, FConsumer::attached(gp, pp));
     Ok(cp)
 }
 

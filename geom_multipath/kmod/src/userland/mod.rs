@@ -385,17 +385,7 @@ impl Kernel {
         let cp = {
             let mut wd = world();
             let cp = wd.handle();
-            wd.consumers.insert(
-                cp,
-                FConsumer {
-                    geom: gp,
-                    provider: Some(pp),
-                    acr: 0,
-                    acw: 0,
-                    ace: 0,
-                    orphaned: false,
-                },
-            );
+            wd.consumers.insert(cp, FConsumer::attached(gp, pp));
             cp
         };
         let error = Self::event_thread(|| kpi::g_access(cp, r, w, e));

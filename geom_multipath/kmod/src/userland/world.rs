@@ -91,6 +91,20 @@ pub struct FConsumer {
     pub orphaned: bool,
 }
 
+impl FConsumer {
+    /// A new consumer of geom `geom` attached to `provider`, with no access yet.
+    pub fn attached(geom: Handle, provider: Handle) -> FConsumer {
+        FConsumer {
+            geom,
+            provider: Some(provider),
+            acr: 0,
+            acw: 0,
+            ace: 0,
+            orphaned: false,
+        }
+    }
+}
+
 /// A bio: a user's request (a root, with the data) or a clone.
 #[derive(Clone, Debug, Default)]
 pub struct FBio {
