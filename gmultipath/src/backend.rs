@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use geom_multipath::wire::Reply;
 use geom_multipath::Request;
-use geom_multipath_proto::{roundtrip, socket_path, Answer, Call, ProtoError};
+use geom_multipath_proto::{read_frame, socket_path, write_frame, Answer, Call, ProtoError};
 
 /// Why [`Backend::unload`] failed; geom(8)'s `std_unload` words its two steps apart.
 #[derive(Debug)]
@@ -28,6 +28,43 @@ impl From<io::Error> for UnloadError {
     }
 }
 
+/// Why a class that may well be running cannot be asked anything: each has its own
+/// message and exit status (`gmultipath(8)` EXIT STATUS), apart from FreeBSD's "not
+/// running" (`Command 'X' not available; try 'load' first.`, exit 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Unreachable {
+    /// It answers, but serves no more connections now (all of them are in use).
+    Busy(String),
+    /// It is there, but this user may not talk to it.
+    Denied(String),
+}
+
+/// `sysexits(3)`'s `EX_TEMPFAIL`: [`Unreachable::Busy`], try again later.
+pub const EXIT_BUSY: i32 = 75;
+/// `sysexits(3)`'s `EX_NOPERM`: [`Unreachable::Denied`].
+pub const EXIT_DENIED: i32 = 77;
+
+impl Unreachable {
+    /// The exit status for this reason.
+    pub fn exit_status(&self) -> i32 {
+        match self {
+            Unreachable::Busy(_) => EXIT_BUSY,
+            Unreachable::Denied(_) => EXIT_DENIED,
+        }
+    }
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unreachable::Busy(what) => {
+                write!(f, "{what} is busy (too many connections); try again later.")
+            }
+            Unreachable::Denied(what) => write!(f, "{what}: Permission denied."),
+        }
+    }
+}
+
 /// What geom(8) needs from the kernel (or the host standing in for it).
 pub trait Backend {
     /// `modfind("g_<class>")`: is the class's code running?
@@ -36,6 +73,12 @@ pub trait Backend {
     fn loadable(&mut self) -> bool;
     /// `kldload`: start it.
     fn load(&mut self) -> io::Result<()>;
+    /// Whether something that is running refuses to be asked (busy, or not this user's
+    /// to ask); `None` when it can be asked or is simply not running. The kernel is always
+    /// reachable (geom(8) reports its errors per request).
+    fn unreachable(&mut self) -> Option<Unreachable> {
+        None
+    }
     /// `kldfind` + `kldunload`: stop it.
     fn unload(&mut self) -> Result<(), UnloadError>;
     /// `gctl_issue`: run a request; `Err` is the transport failure's text.
@@ -83,11 +126,25 @@ impl HostBackend {
         HostBackend { socket }
     }
 
-    /// One call on a fresh connection.
+    /// One call on a fresh connection. A daemon that refuses the connection answers
+    /// before it has read anything and hangs up; its answer is read even when sending the
+    /// call failed (`EPIPE`), so that the caller sees why instead of "Broken pipe".
     pub fn call(&self, call: &Call) -> io::Result<Answer> {
         let mut stream = UnixStream::connect(&self.socket)?;
         stream.set_read_timeout(Some(Duration::from_secs(120)))?;
-        roundtrip(&mut stream, call).map_err(proto_error)
+        let sent = write_frame(&mut stream, &call.encode());
+        match read_frame(&mut stream) {
+            Ok(Some(payload)) => Answer::decode(&payload).map_err(proto_error),
+            Ok(None) => Err(sent
+                .err()
+                .unwrap_or_else(|| io::ErrorKind::UnexpectedEof.into())),
+            Err(e) => Err(sent.err().unwrap_or_else(|| proto_error(e))),
+        }
+    }
+
+    /// The daemon as the user would name it in a message.
+    fn described(&self) -> String {
+        format!("{DAEMON} at {}", self.socket.display())
     }
 
     /// The daemon binary: `$GMULTIPATHD`, else next to this program, else on `$PATH`.
@@ -130,6 +187,23 @@ impl Backend for HostBackend {
 
     fn loadable(&mut self) -> bool {
         Self::daemon_binary().is_some()
+    }
+
+    /// A socket this user may not open, or a daemon that answers `EPERM` (not root) or
+    /// `EBUSY` (every connection in use) to a ping.
+    fn unreachable(&mut self) -> Option<Unreachable> {
+        match self.call(&Call::Ping) {
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                Some(Unreachable::Denied(self.described()))
+            }
+            Ok(Answer::Failed { errno, .. }) if errno == nix::libc::EPERM => {
+                Some(Unreachable::Denied(self.described()))
+            }
+            Ok(Answer::Failed { errno, .. }) if errno == nix::libc::EBUSY => {
+                Some(Unreachable::Busy(self.described()))
+            }
+            _ => None,
+        }
     }
 
     fn load(&mut self) -> io::Result<()> {

@@ -68,6 +68,10 @@ pub struct Command {
     pub options: &'static [Opt],
     /// Its usage string, or `None` to build one from the options.
     pub usage: Option<&'static str>,
+    /// The most operands it takes, or `None` for "any number" (`prov ...`). FreeBSD's
+    /// kernel reads only the operands it needs and ignores the rest; geom(8) here refuses
+    /// extras with the usage text (a deviation listed in gmultipath(8) COMPATIBILITY).
+    pub max_operands: Option<usize>,
 }
 
 /// A GEOM class as geom(8) knows it.
@@ -112,6 +116,17 @@ const fn cmd(
         userland,
         options,
         usage,
+        max_operands: None,
+    }
+}
+
+impl Command {
+    /// This command with at most `n` operands.
+    const fn at_most(self, n: usize) -> Command {
+        Command {
+            max_operands: Some(n),
+            ..self
+        }
     }
 }
 
@@ -142,9 +157,9 @@ pub const MULTIPATH: ClassDef = ClassDef {
             AR,
             Some("[-vAR] name prov ..."),
         ),
-        cmd("configure", VERBOSE, None, APR, Some("[-vAPR] name")),
-        cmd("add", VERBOSE, None, &[], Some("[-v] name prov")),
-        cmd("remove", VERBOSE, None, &[], Some("[-v] name prov")),
+        cmd("configure", VERBOSE, None, APR, Some("[-vAPR] name")).at_most(1),
+        cmd("add", VERBOSE, None, &[], Some("[-v] name prov")).at_most(2),
+        cmd("remove", VERBOSE, None, &[], Some("[-v] name prov")).at_most(2),
         cmd(
             "prefer",
             VERBOSE,
@@ -152,12 +167,12 @@ pub const MULTIPATH: ClassDef = ClassDef {
             &[],
             Some("[-v] prov ..."),
         ),
-        cmd("fail", VERBOSE, None, &[], Some("[-v] name prov")),
-        cmd("restore", VERBOSE, None, &[], Some("[-v] name prov")),
-        cmd("rotate", VERBOSE, None, &[], Some("[-v] name")),
-        cmd("getactive", VERBOSE, None, &[], Some("[-v] name")),
-        cmd("destroy", VERBOSE, None, &[], Some("[-v] name")),
-        cmd("stop", VERBOSE, None, &[], Some("[-v] name")),
+        cmd("fail", VERBOSE, None, &[], Some("[-v] name prov")).at_most(2),
+        cmd("restore", VERBOSE, None, &[], Some("[-v] name prov")).at_most(2),
+        cmd("rotate", VERBOSE, None, &[], Some("[-v] name")).at_most(1),
+        cmd("getactive", VERBOSE, None, &[], Some("[-v] name")).at_most(1),
+        cmd("destroy", VERBOSE, None, &[], Some("[-v] name")).at_most(1),
+        cmd("stop", VERBOSE, None, &[], Some("[-v] name")).at_most(1),
         cmd(
             "clear",
             VERBOSE,

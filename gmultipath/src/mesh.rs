@@ -683,7 +683,15 @@ fn utf8(bytes: &[u8], position: u64) -> Result<&str, MeshError> {
 /// Appends a run of escaped character data in expat's pieces: each reference and each
 /// stretch of text between references and line ends is trimmed on its own; line ends
 /// themselves are white space and vanish.
+///
+/// The kernel escapes every byte above 0x7e of a name on its own (`ä` is `&#xC3;&#xA4;`),
+/// and expat reads each reference as a character, so FreeBSD's geom(8) shows a UTF-8 name
+/// double-encoded (`Ã¤`) and cannot find it by its own name. Here a run of such byte
+/// references that spells UTF-8 is decoded once, as the bytes it stands for; bytes that are
+/// not UTF-8 still become one character each, as expat makes them (a deviation listed in
+/// gmultipath(8) COMPATIBILITY).
 fn append_text(buffer: &mut String, raw: &str) -> Result<(), String> {
+    let mut bytes = Vec::new();
     let mut rest = raw;
     while !rest.is_empty() {
         if let Some(after) = rest.strip_prefix('&') {
@@ -691,15 +699,40 @@ fn append_text(buffer: &mut String, raw: &str) -> Result<(), String> {
                 .find(';')
                 .ok_or_else(|| "unterminated reference".to_owned())?;
             let decoded = decode_reference(&after[..end])?;
-            push_trimmed(buffer, decoded.encode_utf8(&mut [0; 4]));
             rest = &after[end + 1..];
+            if let Some(byte) = high_byte(&after[..end], decoded) {
+                bytes.push(byte);
+                continue;
+            }
+            push_bytes(buffer, &mut bytes);
+            push_trimmed(buffer, decoded.encode_utf8(&mut [0; 4]));
         } else {
+            push_bytes(buffer, &mut bytes);
             let end = rest.find(['&', '\n', '\r']).unwrap_or(rest.len());
             push_trimmed(buffer, &rest[..end]);
             rest = rest[end..].trim_start_matches(['\n', '\r']);
         }
     }
+    push_bytes(buffer, &mut bytes);
     Ok(())
+}
+
+/// The byte a numeric reference such as `&#xC3;` stands for, when it is one the kernel's
+/// escaping makes (0x80 to 0xFF).
+fn high_byte(reference: &str, decoded: char) -> Option<u8> {
+    let byte = u8::try_from(u32::from(decoded)).ok()?;
+    (reference.starts_with('#') && byte >= 0x80).then_some(byte)
+}
+
+/// Appends the bytes collected from consecutive references: UTF-8 as the characters it
+/// spells, any other byte as the character of that number (expat's reading); empties
+/// `bytes`.
+fn push_bytes(buffer: &mut String, bytes: &mut Vec<u8>) {
+    for chunk in bytes.utf8_chunks() {
+        buffer.push_str(chunk.valid());
+        buffer.extend(chunk.invalid().iter().map(|&b| char::from(b)));
+    }
+    bytes.clear();
 }
 
 /// Appends one piece without its leading and trailing C-locale white space.
@@ -1129,10 +1162,19 @@ mod tests {
             class_value("&#x3C;&#62;&lt;&gt;&quot;&apos;&#x43;"),
             Some("<><>\"'C".into())
         );
-        // The kernel escapes every byte above 0x7e; expat turns each into a character.
+        // The kernel escapes every byte above 0x7e; UTF-8 is read back once (issue 11
+        // item 8), any other byte becomes the character of its number, as expat makes it.
+        assert_eq!(class_value("caf&#xC3;&#xA9;"), Some("café".into()));
         assert_eq!(
-            class_value("caf&#xC3;&#xA9;"),
-            Some("caf\u{c3}\u{a9}".into())
+            class_value("&#xC3;&#xA4;&#xE6;&#x97;&#xA5;&#xE6;&#x9C;&#xAC;"),
+            Some("ä日本".into())
+        );
+        assert_eq!(class_value("a&#xFF;b"), Some("a\u{ff}b".into()));
+        assert_eq!(class_value("&#xC3;&#xA9;&#xC3;"), Some("é\u{c3}".into()));
+        assert_eq!(
+            class_value("&#233;"),
+            Some("é".into()),
+            "a character reference"
         );
     }
 

@@ -12,7 +12,7 @@ use geom_multipath::ctl::OUTPUT_LEN;
 use geom_multipath::userland::{plan_label, touched_is_a_path, Probed};
 use geom_multipath::{CtlError, Mode, Request};
 
-use crate::backend::{Backend, UnloadError};
+use crate::backend::{Backend, UnloadError, Unreachable};
 use crate::classes::{class_by_name, ClassDef, Command, OptKind, Userland, LOADKLD, STANDARD};
 use crate::getopt::{getopt, GetoptError};
 use crate::mesh;
@@ -40,6 +40,8 @@ pub const EXIT_FAILURE: i32 = 1;
 enum Exit {
     Ok,
     Fail,
+    /// The host is running but will not be asked: its own exit status.
+    Unreachable(Unreachable),
 }
 
 /// `getprogname()` and the class, as geom.c's `get_class` decides them.
@@ -55,6 +57,7 @@ pub fn main(argv: &[String], env: &mut Env<'_>) -> i32 {
     match run(argv, env) {
         Exit::Ok => 0,
         Exit::Fail => EXIT_FAILURE,
+        Exit::Unreachable(why) => why.exit_status(),
     }
 }
 
@@ -162,6 +165,12 @@ impl Args {
 
 fn run_command(inv: &Invocation<'_>, env: &mut Env<'_>) -> Exit {
     let word = inv.words[0].as_str();
+    if word != "help" {
+        if let Some(why) = env.backend.unreachable() {
+            warnx(env, &inv.prog, &why.to_string());
+            return Exit::Unreachable(why);
+        }
+    }
     let class_cmd = inv.class.commands.iter().find(|c| c.name == word);
     let cmd = match class_cmd {
         Some(c) => c,
@@ -242,6 +251,13 @@ fn parse_arguments(
             return Err(usage(env, inv));
         }
     };
+    if cmd
+        .max_operands
+        .is_some_and(|most| parsed.operands.len() > most)
+    {
+        warnx(env, &inv.prog, "Too many arguments.");
+        return Err(usage(env, inv));
+    }
     let mut args = Args {
         verbose: false,
         flags: Vec::new(),

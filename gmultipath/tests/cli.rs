@@ -10,7 +10,7 @@ use geom_multipath::testkit::MemTopology;
 use geom_multipath::wire::{self, Reply};
 use geom_multipath::{Class, Request};
 use geom_multipath_proto::{Answer, Call};
-use gmultipath::backend::{Backend, UnloadError};
+use gmultipath::backend::{Backend, UnloadError, Unreachable};
 use gmultipath::run::{self, Env};
 
 const MIB: u64 = 1 << 20;
@@ -24,6 +24,8 @@ struct Fake {
     load_fails: bool,
     /// `unload` finds no module (it went away after the availability check).
     unload_finds_nothing: bool,
+    /// A running host that will not be asked.
+    unreachable: Option<Unreachable>,
 }
 
 impl Fake {
@@ -35,6 +37,7 @@ impl Fake {
             loadable: true,
             load_fails: false,
             unload_finds_nothing: false,
+            unreachable: None,
         }
     }
 
@@ -62,6 +65,9 @@ impl Backend for Fake {
         }
         self.loaded = true;
         Ok(())
+    }
+    fn unreachable(&mut self) -> Option<Unreachable> {
+        self.unreachable.clone()
     }
     fn unload(&mut self) -> Result<(), UnloadError> {
         if self.unload_finds_nothing {
@@ -223,6 +229,41 @@ fn usage_and_command_errors() {
     );
 }
 
+/// Issue 11 item 5: FreeBSD's kernel reads only `arg0` (and `arg1`), so `destroy FRED G9`
+/// destroyed FRED and ignored G9; here the extras are refused before anything is sent.
+#[test]
+fn extra_operands_are_refused_with_the_usage_and_nothing_happens() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    ok(&mut f, "gmultipath create FRED md0 md1");
+    let active = ok(&mut f, "gmultipath getactive FRED");
+    for cmdline in [
+        "gmultipath destroy FRED G9",
+        "gmultipath stop FRED H",
+        "gmultipath rotate FRED extra",
+        "gmultipath getactive FRED FRED",
+        "gmultipath configure -A FRED FRED",
+        "gmultipath fail FRED md0 md1",
+        "gmultipath restore FRED md0 md1",
+        "gmultipath add FRED md0 md1",
+        "gmultipath remove FRED md0 md1",
+    ] {
+        assert_eq!(
+            fails(&mut f, cmdline),
+            (
+                String::new(),
+                format!("gmultipath: Too many arguments.\n{USAGE}")
+            ),
+            "{cmdline}"
+        );
+    }
+    assert_eq!(
+        ok(&mut f, "gmultipath getactive FRED"),
+        active,
+        "not rotated"
+    );
+    assert_eq!(ok(&mut f, "gmultipath destroy -v FRED"), "Done.\n");
+}
+
 #[test]
 fn unknown_program_and_class_names() {
     let mut f = Fake::new();
@@ -267,6 +308,46 @@ fn list_without_the_class_loaded_says_try_load() {
         "Module available.\nDone.\n"
     );
     assert!(f.loaded);
+}
+
+/// Issue 11 item 9: "not running" keeps FreeBSD's words and exit 1; a host that is busy or
+/// refuses this user says so, with its own exit status, and `load` starts nothing.
+#[test]
+fn busy_and_denied_are_told_apart_from_not_running() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    f.loaded = false;
+    for (why, code, text) in [
+        (
+            Unreachable::Busy("gmultipathd at /s".into()),
+            75,
+            "gmultipath: gmultipathd at /s is busy (too many connections); try again later.\n",
+        ),
+        (
+            Unreachable::Denied("gmultipathd at /s".into()),
+            77,
+            "gmultipath: gmultipathd at /s: Permission denied.\n",
+        ),
+    ] {
+        f.unreachable = Some(why);
+        for cmdline in [
+            "gmultipath status",
+            "gmultipath list",
+            "gmultipath unload",
+            "gmultipath load",
+            "gmultipath fail FRED md0",
+            "gmultipath create FRED md0 md1",
+        ] {
+            let o = geom(&mut f, cmdline);
+            assert_eq!((o.code, o.err.as_str()), (code, text), "{cmdline}");
+            assert!(!f.loaded, "{cmdline}: nothing started");
+        }
+        assert_eq!(fails(&mut f, "gmultipath help").1, USAGE);
+    }
+    f.unreachable = None;
+    assert_eq!(
+        fails(&mut f, "gmultipath status").1,
+        "gmultipath: Command 'status' not available; try 'load' first.\n"
+    );
 }
 
 #[test]
@@ -420,8 +501,31 @@ fn verb_errors_reach_stderr_with_the_program_name() {
     let (_, err) = fails(&mut f, "gmultipath create ABCDEFGHIJKLMNOPQ md0");
     assert_eq!(
         err,
-        "gmultipath: Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 characters\n"
+        "gmultipath: Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 bytes\n"
     );
+}
+
+/// Issue 11 item 8: a UTF-8 name is counted in bytes (the label holds 15 and a NUL), shown
+/// once-encoded by `status` and `list`, and found by its own name.
+#[test]
+fn utf8_names_are_counted_in_bytes_shown_and_found_as_written() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    let (_, err) = fails(&mut f, "gmultipath create ééééééééé md0");
+    assert_eq!(
+        err,
+        "gmultipath: Device ééééééééé is invalid: name is longer than 15 bytes\n"
+    );
+    ok(&mut f, "gmultipath create ä日本 md0 md1");
+    assert_eq!(
+        ok(&mut f, "gmultipath status ä日本"),
+        // printf pads by bytes: the name is 18 bytes wide.
+        "              Name   Status  Components\n\
+         multipath/ä日本  OPTIMAL  md0 (ACTIVE)\n\
+         \x20                            md1 (PASSIVE)\n"
+    );
+    assert!(ok(&mut f, "gmultipath list ä日本").starts_with("Geom name: ä日本\n"));
+    assert_eq!(ok(&mut f, "gmultipath getactive ä日本"), "md0\n");
+    ok(&mut f, "gmultipath destroy ä日本");
 }
 
 #[test]

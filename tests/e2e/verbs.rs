@@ -175,7 +175,7 @@ fn verb_errors_are_freebsds() {
         (vec!["label", "BARNEY"], "gmultipath: wrong number of arguments.\n".into()),
         (
             vec!["label", "ABCDEFGHIJKLMNOPQ", "whatever"],
-            "gmultipath: Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 characters\n".into(),
+            "gmultipath: Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 bytes\n".into(),
         ),
         (vec!["list", "BARNEY"], "gmultipath: Class 'MULTIPATH' does not have an instance named 'BARNEY'.\n".into()),
         (vec!["status", "BARNEY"], "gmultipath: No such geom: BARNEY.\n".into()),

@@ -604,7 +604,7 @@ mod tests {
             (CtlError::PreferUsage, "Usage: prefer GEOM PROVIDER"),
             (
                 CtlError::BadName("ABCDEFGHIJKLMNOPQ".into(), NameError::TooLong),
-                "Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 characters",
+                "Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 bytes",
             ),
         ];
         for (e, text) in cases {

@@ -75,7 +75,7 @@ impl fmt::Display for NameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             NameError::Empty => f.write_str("name is empty"),
-            NameError::TooLong => write!(f, "name is longer than {NAME_MAX} characters"),
+            NameError::TooLong => write!(f, "name is longer than {NAME_MAX} bytes"),
             NameError::BadCharacter => {
                 f.write_str("name contains '/', a control character, or is '.' or '..'")
             }

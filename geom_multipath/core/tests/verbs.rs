@@ -138,7 +138,7 @@ fn create_errors() {
     assert_eq!(
         topo.verb(&mut class, "create", &flags, &["ABCDEFGHIJKLMNOP", "md1"])
             .error,
-        "Device ABCDEFGHIJKLMNOP is invalid: name is longer than 15 characters"
+        "Device ABCDEFGHIJKLMNOP is invalid: name is longer than 15 bytes"
     );
     assert!(
         class.find_geom("ABCDEFGHIJKLMNO").is_none(),
