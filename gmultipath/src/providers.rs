@@ -27,7 +27,7 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 #[cfg(not(target_os = "freebsd"))]
 use std::path::{Path, PathBuf};
 
-use geom_multipath::userland::may_clear;
+use geom_multipath::label_verbs::may_clear;
 use geom_multipath_proto::{Answer, Call};
 
 use crate::backend::Backend;

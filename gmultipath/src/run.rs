@@ -9,7 +9,7 @@
 use std::io::Write;
 
 use geom_multipath::ctl::OUTPUT_LEN;
-use geom_multipath::userland::{plan_label, touched_is_a_path, Probed};
+use geom_multipath::label_verbs::{plan_label, touched_is_a_path, Probed};
 use geom_multipath::{CtlError, Mode, Request};
 
 use crate::backend::{Backend, UnloadError, Unreachable};

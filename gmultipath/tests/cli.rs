@@ -5,7 +5,7 @@
 
 use std::io;
 
-use geom_multipath::dumpconf::conf_foreign_class;
+use geom_multipath::geom_dump::conf_foreign_class;
 use geom_multipath::testkit::MemTopology;
 use geom_multipath::wire::{self, Reply};
 use geom_multipath::{Class, Request};

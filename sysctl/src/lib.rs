@@ -38,15 +38,6 @@ pub enum Kind {
     UInt,
 }
 
-impl Kind {
-    /// The type letters sysctl(8) prints with `-t`.
-    pub fn sysctl_type(self) -> &'static str {
-        match self {
-            Kind::UInt => "unsigned integer",
-        }
-    }
-}
-
 /// One row of the table.
 #[derive(Clone, Copy, Debug)]
 pub struct Tunable {

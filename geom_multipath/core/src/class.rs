@@ -188,7 +188,7 @@ impl Class {
         self.paths.get(id.0).map(|path| PathView {
             id,
             path,
-            member: &self.g(path.geom).members[path.index],
+            member: &self.live_geom(path.geom).members[path.index],
         })
     }
 
@@ -196,7 +196,7 @@ impl Class {
     /// skipping geoms that are being destroyed.
     pub fn find_geom(&self, name: &str) -> Option<GeomId> {
         self.geom_order.iter().copied().find(|&id| {
-            let g = self.g(id);
+            let g = self.live_geom(id);
             !g.stopping && g.name == name
         })
     }
@@ -206,7 +206,7 @@ impl Class {
     pub fn paths_on_provider<'a>(&'a self, name: &'a str) -> impl Iterator<Item = PathId> + 'a {
         self.geom_order.iter().flat_map(move |&gid| {
             self.order(gid).filter(move |&pid| {
-                let p = self.p(pid);
+                let p = self.live_path(pid);
                 !p.orphaned && p.name == name
             })
         })
@@ -229,7 +229,7 @@ impl Class {
     /// The path's `State` (dumpconf), in FreeBSD's priority order.
     pub fn path_state(&self, id: PathId) -> Option<PathState> {
         let p = self.paths.get(id.0)?;
-        let g = self.g(p.geom);
+        let g = self.live_geom(p.geom);
         let flags = g.members[p.index].flags;
         Some(if flags & NEW != 0 {
             PathState::New
@@ -262,39 +262,44 @@ impl Class {
 
     /// The geom behind a live id. Ids handed out by the class stay valid until the class
     /// itself removes the object, so a miss is a bug in the class.
-    pub(crate) fn g(&self, id: GeomId) -> &Geom {
+    pub(crate) fn live_geom(&self, id: GeomId) -> &Geom {
         self.geoms.get(id.0).expect("live geom id")
     }
 
-    pub(crate) fn g_mut(&mut self, id: GeomId) -> &mut Geom {
+    /// The geom behind a live id, for a change.
+    pub(crate) fn live_geom_mut(&mut self, id: GeomId) -> &mut Geom {
         self.geoms.get_mut(id.0).expect("live geom id")
     }
 
-    pub(crate) fn p(&self, id: PathId) -> &Path {
+    /// The path behind a live id (its consumer and geometry; routing state is in
+    /// [`member`](Class::member)).
+    pub(crate) fn live_path(&self, id: PathId) -> &Path {
         self.paths.get(id.0).expect("live path id")
     }
 
-    pub(crate) fn p_mut(&mut self, id: PathId) -> &mut Path {
+    /// The path behind a live id, for a change.
+    pub(crate) fn live_path_mut(&mut self, id: PathId) -> &mut Path {
         self.paths.get_mut(id.0).expect("live path id")
     }
 
-    /// The routing state of a live path.
-    pub(crate) fn m(&self, id: PathId) -> &Member {
-        let p = self.p(id);
-        &self.g(p.geom).members[p.index]
+    /// The routing state of a live path (flags, idle age, requests in flight).
+    pub(crate) fn member(&self, id: PathId) -> &Member {
+        let p = self.live_path(id);
+        &self.live_geom(p.geom).members[p.index]
     }
 
-    pub(crate) fn m_mut(&mut self, id: PathId) -> &mut Member {
+    /// The routing state of a live path, for a change.
+    pub(crate) fn member_mut(&mut self, id: PathId) -> &mut Member {
         let (geom, index) = {
-            let p = self.p(id);
+            let p = self.live_path(id);
             (p.geom, p.index)
         };
-        &mut self.g_mut(geom).members[index]
+        &mut self.live_geom_mut(geom).members[index]
     }
 
     /// A geom's paths in kernel order: newest first.
     pub(crate) fn order(&self, geom: GeomId) -> impl Iterator<Item = PathId> + '_ {
-        self.g(geom).members.iter().rev().map(|m| m.id)
+        self.live_geom(geom).members.iter().rev().map(|m| m.id)
     }
 
     /// A geom's paths in kernel order, as a list (for loops that change the class).
@@ -324,13 +329,18 @@ impl Class {
 
     /// `g_multipath_good`: how many paths of the geom can carry requests.
     pub(crate) fn good(&self, geom: GeomId) -> u32 {
-        let count = self.g(geom).members.iter().filter(|m| m.is_good()).count();
+        let count = self
+            .live_geom(geom)
+            .members
+            .iter()
+            .filter(|m| m.is_good())
+            .count();
         u32::try_from(count).unwrap_or(u32::MAX)
     }
 
     /// The first good path in kernel order.
     fn first_good(&self, geom: GeomId) -> Option<PathId> {
-        self.g(geom)
+        self.live_geom(geom)
             .members
             .iter()
             .rev()
@@ -343,33 +353,36 @@ impl Class {
     /// the only disk). If the faulted path was active, elect the first good path in kernel
     /// order.
     pub(crate) fn fault(&mut self, path: PathId, cause: u8) {
-        let gid = self.p(path).geom;
-        self.m_mut(path).flags |= cause;
-        let ndisks = self.g(gid).ndisks;
+        let gid = self.live_path(path).geom;
+        self.member_mut(path).flags |= cause;
+        let ndisks = self.live_geom(gid).ndisks;
         if self.good(gid) == 0 && ndisks > 0 {
             for lcp in self.order_vec(gid) {
-                if self.m(lcp).flags & (LOST | NEW) != 0 || (ndisks > 1 && lcp == path) {
+                if self.member(lcp).flags & (LOST | NEW) != 0 || (ndisks > 1 && lcp == path) {
                     continue;
                 }
-                let (geom, name) = (self.g(gid).name.clone(), self.p(lcp).name.clone());
+                let (geom, name) = (
+                    self.live_geom(gid).name.clone(),
+                    self.live_path(lcp).name.clone(),
+                );
                 self.log(Message::AllFailedRestore {
                     geom: geom.clone(),
                     path: name.clone(),
                 });
                 self.probe(Probe::Restore { geom, path: name });
-                self.m_mut(lcp).flags &= !FAIL;
+                self.member_mut(lcp).flags &= !FAIL;
             }
         }
-        if self.g(gid).active != Some(path) {
+        if self.live_geom(gid).active != Some(path) {
             return;
         }
         let next = self.first_good(gid);
-        self.g_mut(gid).active = next;
-        let geom = self.g(gid).name.clone();
+        self.live_geom_mut(gid).active = next;
+        let geom = self.live_geom(gid).name.clone();
         match next {
             None => self.log(Message::OutOfProviders { geom }),
-            Some(next) if self.g(gid).mode != Mode::ActiveActive => {
-                let path = self.p(next).name.clone();
+            Some(next) if self.live_geom(gid).mode != Mode::ActiveActive => {
+                let path = self.live_path(next).name.clone();
                 self.log(Message::NowActive { path, geom });
             }
             Some(_) => {}
@@ -408,7 +421,7 @@ impl Class {
     /// `g_multipath_rotate`: make the first good path after the active one (kernel order,
     /// wrapping) active. Nothing changes if no other path is good.
     pub(crate) fn rotate(&mut self, geom: GeomId) {
-        let g = self.g(geom);
+        let g = self.live_geom(geom);
         let mut first_good = None;
         let mut active_seen = false;
         let mut next = None;
@@ -434,9 +447,12 @@ impl Class {
             return;
         }
         let mode = g.mode;
-        self.g_mut(geom).active = Some(next);
+        self.live_geom_mut(geom).active = Some(next);
         if mode != Mode::ActiveActive {
-            let (path, geom) = (self.p(next).name.clone(), self.g(geom).name.clone());
+            let (path, geom) = (
+                self.live_path(next).name.clone(),
+                self.live_geom(geom).name.clone(),
+            );
             self.log(Message::NowActive { path, geom });
         }
     }

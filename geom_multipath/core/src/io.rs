@@ -126,11 +126,11 @@ impl Class {
         let path = self
             .choose(bio.geom, bio.op == Op::Read)
             .ok_or(Errno::ENXIO)?;
-        let ndisks = self.g(bio.geom).ndisks;
+        let ndisks = self.live_geom(bio.geom).ndisks;
         bio.attempts = bio.attempts.max(ndisks);
         bio.issued += 1;
         bio.path = Some(path);
-        self.m_mut(path).inflight += 1;
+        self.member_mut(path).inflight += 1;
         Ok(path)
     }
 
@@ -160,9 +160,9 @@ impl Class {
 
     /// `g_multipath_done_error`.
     fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno) -> Done {
-        if self.m(path).flags & FAIL == 0 {
-            let geom = self.g(bio.geom).name.clone();
-            let name = self.p(path).name.clone();
+        if self.member(path).flags & FAIL == 0 {
+            let geom = self.live_geom(bio.geom).name.clone();
+            let name = self.live_path(path).name.clone();
             self.log(Message::IoFailed {
                 error,
                 path: name.clone(),
@@ -189,7 +189,7 @@ impl Class {
 
     /// One request left `path`; a LOST path that became idle is posted for detach.
     fn drained_one(&mut self, path: PathId) {
-        let m = self.m_mut(path);
+        let m = self.member_mut(path);
         debug_assert!(m.inflight > 0, "in-flight count underflow");
         m.inflight = m.inflight.saturating_sub(1);
         if m.inflight == 0 && m.flags & (LOST | POSTED) == LOST {

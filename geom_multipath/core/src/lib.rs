@@ -4,9 +4,10 @@
 //! ([`metadata`]), the geoms and their paths ([`Class`]), the three modes, routing and
 //! failover ([`Class::start`], [`Class::done`]), every verb ([`Class::ctl`]), taste
 //! ([`Class::taste`]), access, resize, orphan, the XML the class contributes to
-//! `kern.geom.confxml` ([`dumpconf`]), the console messages ([`event`]), and the userland
-//! halves of `label` and `clear` ([`userland`]). It reads side by side with `g_multipath.c`:
-//! one small function per FreeBSD decision and per verb, with the FreeBSD name in its doc.
+//! `kern.geom.confxml` ([`dumpconf`], laid out by [`geom_dump`]), the console messages
+//! ([`event`]), and the userland halves of `label` and `clear` ([`label_verbs`]). It reads
+//! side by side with `g_multipath.c`: one small function per FreeBSD decision and per verb,
+//! with the FreeBSD name in its doc.
 //!
 //! It decides; it never acts. Data requests are tokens routed to paths; everything the
 //! class asks the framework to do synchronously goes through the [`Topology`] trait;
@@ -29,7 +30,9 @@ pub mod errno;
 pub mod event;
 #[cfg(feature = "testkit")]
 pub mod fuzz_bodies;
+pub mod geom_dump;
 mod io;
+pub mod label_verbs;
 mod lifecycle;
 pub mod metadata;
 mod slab;
@@ -38,7 +41,6 @@ mod taste;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 mod topology;
-pub mod userland;
 mod verbs;
 pub mod wire;
 

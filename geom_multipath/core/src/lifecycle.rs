@@ -60,7 +60,7 @@ impl Class {
         if self
             .geom_order
             .iter()
-            .any(|&id| !self.g(id).stopping && self.g(id).name == md.name)
+            .any(|&id| !self.live_geom(id).stopping && self.live_geom(id).name == md.name)
         {
             self.log(Message::NameExists {
                 geom: String::from(md.name),
@@ -92,7 +92,7 @@ impl Class {
         let id = GeomId(self.geoms.insert(geom));
         self.geom_order.insert(0, id);
         topo.new_geom(id, md.name);
-        let g = self.g(id);
+        let g = self.live_geom(id);
         if g.provider.mediasize != 0 {
             let (size, sector) = (g.provider.mediasize, g.provider.sectorsize);
             topo.set_provider_geometry(id, size, sector);
@@ -110,7 +110,7 @@ impl Class {
         geom: GeomId,
         pp: &ProviderInfo,
     ) -> Result<PathId, Errno> {
-        let gname = self.g(geom).name.clone();
+        let gname = self.live_geom(geom).name.clone();
         if self.attached_to(geom, &pp.name).is_some() {
             self.log(Message::AlreadyAttached {
                 path: pp.name.clone(),
@@ -118,7 +118,7 @@ impl Class {
             });
             return Err(Errno::EEXIST);
         }
-        let index = self.g(geom).members.len();
+        let index = self.live_geom(geom).members.len();
         let path = PathId(self.paths.insert(Path {
             geom,
             name: pp.name.clone(),
@@ -132,7 +132,7 @@ impl Class {
             orphaned: false,
         }));
         // The newest path goes to the end of the list: first in kernel order.
-        self.g_mut(geom).members.push(Member {
+        self.live_geom_mut(geom).members.push(Member {
             id: path,
             flags: NEW,
             idle: 0,
@@ -146,7 +146,7 @@ impl Class {
             self.forget_path(path);
             return Err(e);
         }
-        let prov = &self.g(geom).provider;
+        let prov = &self.live_geom(geom).provider;
         let extra = i32::from(self.tunables.exclusive() != 0);
         let (r, w, e) = (prov.acr + extra, prov.acw + extra, prov.ace + extra);
         if let Err(error) = topo.access(path, r, w, e) {
@@ -159,9 +159,9 @@ impl Class {
             self.forget_path(path);
             return Err(error);
         }
-        let p = self.p_mut(path);
+        let p = self.live_path_mut(path);
         (p.acr, p.acw, p.ace) = (r, w, e);
-        let g = self.g_mut(geom);
+        let g = self.live_geom_mut(geom);
         if g.size == 0 {
             let automatic = !g.uuid.is_empty();
             g.size = pp.mediasize.saturating_sub(if automatic {
@@ -173,18 +173,18 @@ impl Class {
             g.provider.sectorsize = pp.sectorsize;
             topo.set_provider_geometry(geom, g.size, pp.sectorsize);
         }
-        let g = self.g_mut(geom);
+        let g = self.live_geom_mut(geom);
         if g.provider.stripesize == 0 && g.provider.stripeoffset == 0 {
             g.provider.stripesize = pp.stripesize;
             g.provider.stripeoffset = pp.stripeoffset;
         }
-        self.m_mut(path).flags = 0;
-        self.g_mut(geom).ndisks += 1;
+        self.member_mut(path).flags = 0;
+        self.live_geom_mut(geom).ndisks += 1;
         self.log(Message::Added {
             path: pp.name.clone(),
             geom: gname.clone(),
         });
-        let g = self.g_mut(geom);
+        let g = self.live_geom_mut(geom);
         if g.active.is_none() {
             g.active = Some(path);
             if g.mode != Mode::ActiveActive {
@@ -200,7 +200,7 @@ impl Class {
     /// The path of `geom` attached to the live provider `name` (`cp->provider == pp`).
     pub(crate) fn attached_to(&self, geom: GeomId, name: &str) -> Option<PathId> {
         self.order(geom).find(|&pid| {
-            let p = self.p(pid);
+            let p = self.live_path(pid);
             !p.orphaned && p.name == name
         })
     }
@@ -210,11 +210,11 @@ impl Class {
         let Some(p) = self.paths.remove(path.0) else {
             return;
         };
-        let members = &mut self.g_mut(p.geom).members;
+        let members = &mut self.live_geom_mut(p.geom).members;
         members.remove(p.index);
         let moved: vec::Vec<PathId> = members[p.index..].iter().map(|m| m.id).collect();
         for id in moved {
-            self.p_mut(id).index -= 1;
+            self.live_path_mut(id).index -= 1;
         }
     }
 
@@ -223,14 +223,14 @@ impl Class {
         if self.geoms.get(geom.0).is_none() {
             return Destroyed::Now;
         }
-        if !self.g(geom).stopping {
-            let name = self.g(geom).name.clone();
+        if !self.live_geom(geom).stopping {
+            let name = self.live_geom(geom).name.clone();
             self.log(Message::Destroying { geom: name });
-            self.g_mut(geom).stopping = true;
+            self.live_geom_mut(geom).stopping = true;
         }
-        if self.g(geom).opened != 0 {
-            if !self.g(geom).provider.withered {
-                self.g_mut(geom).provider.withered = true;
+        if self.live_geom(geom).opened != 0 {
+            if !self.live_geom(geom).provider.withered {
+                self.live_geom_mut(geom).provider.withered = true;
                 topo.wither_provider(geom, Errno::ENXIO);
             }
             return Destroyed::InProgress;
@@ -242,7 +242,7 @@ impl Class {
             if self.paths.get(path.0).is_none() {
                 continue;
             }
-            let m = self.m_mut(path);
+            let m = self.member_mut(path);
             if m.flags & POSTED == 0 {
                 m.flags |= POSTED;
                 self.mpd(topo, path);
@@ -251,7 +251,7 @@ impl Class {
         if self.geoms.get(geom.0).is_none() {
             return Destroyed::Now;
         }
-        if !self.g(geom).members.is_empty() {
+        if !self.live_geom(geom).members.is_empty() {
             return Destroyed::InProgress;
         }
         self.free_geom(topo, geom);
@@ -278,17 +278,17 @@ impl Class {
             let (r, w, e, orphaned) = (p.acr, p.acw, p.ace, p.orphaned);
             // Dropping access cannot fail in GEOM; a driver error changes nothing here.
             let _ = topo.access(path, -r, -w, -e);
-            let p = self.p_mut(path);
+            let p = self.live_path_mut(path);
             (p.acr, p.acw, p.ace) = (0, 0, 0);
             if w > 0 && !orphaned {
-                self.m_mut(path).flags |= WITHER;
+                self.member_mut(path).flags |= WITHER;
                 self.post_detach(path);
                 return;
             }
         }
-        let p = self.p(path);
+        let p = self.live_path(path);
         let (geom, name) = (p.geom, p.name.clone());
-        let gname = self.g(geom).name.clone();
+        let gname = self.live_geom(geom).name.clone();
         self.log(Message::Removed {
             path: name.clone(),
             geom: gname.clone(),
@@ -299,7 +299,7 @@ impl Class {
         });
         topo.detach(path);
         self.forget_path(path);
-        if self.g(geom).members.is_empty() {
+        if self.live_geom(geom).members.is_empty() {
             self.destroy(topo, geom);
         }
     }
@@ -322,8 +322,8 @@ impl Class {
         }
         p.orphaned = true;
         let (geom, name) = (p.geom, p.name.clone());
-        let was_lost = self.m(path).flags & LOST != 0;
-        let gname = self.g(geom).name.clone();
+        let was_lost = self.member(path).flags & LOST != 0;
+        let gname = self.live_geom(geom).name.clone();
         self.log(Message::Disconnected {
             path: name.clone(),
             geom: gname.clone(),
@@ -333,7 +333,7 @@ impl Class {
             path: name,
         });
         if !was_lost {
-            self.g_mut(geom).ndisks -= 1;
+            self.live_geom_mut(geom).ndisks -= 1;
         }
         self.fault(path, LOST);
         self.detach_if_idle(topo, path);
@@ -341,7 +341,7 @@ impl Class {
 
     /// Detaches a LOST path now if nothing is in flight on it and no detach is posted.
     pub(crate) fn detach_if_idle(&mut self, topo: &mut dyn Topology, path: PathId) {
-        let m = self.m_mut(path);
+        let m = self.member_mut(path);
         if m.inflight == 0 && m.flags & POSTED == 0 {
             m.flags |= POSTED;
             self.mpd(topo, path);
@@ -368,14 +368,14 @@ impl Class {
         let mut applied = 0;
         let mut result = if positive { Err(Errno::ENXIO) } else { Ok(()) };
         for &path in &paths {
-            if self.m(path).flags & WITHER != 0 {
+            if self.member(path).flags & WITHER != 0 {
                 continue;
             }
             result = topo.access(path, dr, dw, de);
             if result.is_err() {
                 break;
             }
-            let p = self.p_mut(path);
+            let p = self.live_path_mut(path);
             p.acr += dr;
             p.acw += dw;
             p.ace += de;
@@ -385,20 +385,20 @@ impl Class {
             let usable: vec::Vec<PathId> = paths
                 .iter()
                 .copied()
-                .filter(|&p| self.m(p).flags & WITHER == 0)
+                .filter(|&p| self.member(p).flags & WITHER == 0)
                 .take(applied)
                 .collect();
             for path in usable {
                 // Undoing a change that just succeeded; nothing sensible to do on error.
                 let _ = topo.access(path, -dr, -dw, -de);
-                let p = self.p_mut(path);
+                let p = self.live_path_mut(path);
                 p.acr -= dr;
                 p.acw -= dw;
                 p.ace -= de;
             }
             return Err(e);
         }
-        let g = self.g_mut(geom);
+        let g = self.live_geom_mut(geom);
         g.opened += dr + dw + de;
         g.provider.acr += dr;
         g.provider.acw += dw;
@@ -421,16 +421,16 @@ impl Class {
         p.mediasize = pp.mediasize;
         p.sectorsize = pp.sectorsize;
         let geom = p.geom;
-        if self.g(geom).stopping {
+        if self.live_geom(geom).stopping {
             return;
         }
-        let sc_size = self.g(geom).size;
+        let sc_size = self.live_geom(geom).size;
         let (size, ssize) = if pp.mediasize < sc_size {
             (pp.mediasize, pp.sectorsize)
         } else {
             let smallest = self
                 .order(geom)
-                .map(|pid| self.p(pid))
+                .map(|pid| self.live_path(pid))
                 .filter(|p| !p.orphaned)
                 .min_by_key(|p| p.mediasize)
                 .map(|p| (p.mediasize, p.sectorsize));
@@ -439,7 +439,7 @@ impl Class {
                 _ => return,
             }
         };
-        let g = self.g(geom);
+        let g = self.live_geom(geom);
         let automatic = !g.uuid.is_empty();
         let psize = size.saturating_sub(if automatic { u64::from(ssize) } else { 0 });
         self.log(Message::SizeChanged {
@@ -451,12 +451,12 @@ impl Class {
             self.destroy(topo, geom);
             return;
         }
-        let g = self.g_mut(geom);
+        let g = self.live_geom_mut(geom);
         g.size = size;
         g.provider.mediasize = psize;
         topo.resize_provider(geom, psize);
         if automatic {
-            let g = self.g(geom);
+            let g = self.live_geom(geom);
             let md = Metadata {
                 uuid: g.uuid.clone(),
                 name: g.name.clone(),
@@ -465,7 +465,7 @@ impl Class {
                 mode: g.mode,
             };
             if let Err(error) = self.write_metadata(topo, path, &md) {
-                let path = self.p(path).name.clone();
+                let path = self.live_path(path).name.clone();
                 self.log(Message::CantUpdateMetadata { path, error });
             }
         }
@@ -483,7 +483,7 @@ impl Class {
         let Ok(md) = self.read_metadata(topo, path) else {
             return false;
         };
-        let g = self.g(self.p(path).geom);
+        let g = self.live_geom(self.live_path(path).geom);
         md.uuid == g.uuid
             && md.name == g.name
             && (md.size == 0 || md.size == size)
@@ -497,7 +497,7 @@ impl Class {
         path: PathId,
     ) -> Result<Metadata, Errno> {
         topo.access(path, 1, 0, 0)?;
-        let p = self.p(path);
+        let p = self.live_path(path);
         let mut sector = vec![0u8; p.sectorsize as usize];
         let result = topo.read(path, last_sector(p), &mut sector);
         let _ = topo.access(path, -1, 0, 0);
@@ -513,7 +513,7 @@ impl Class {
         path: PathId,
         md: &Metadata,
     ) -> Result<(), Errno> {
-        let p = self.p(path);
+        let p = self.live_path(path);
         let sector = md
             .encode(p.sectorsize as usize)
             .map_err(|_| Errno::EINVAL)?;
@@ -528,7 +528,7 @@ impl Class {
         sector: &[u8],
     ) -> Result<(), Errno> {
         topo.access(path, 1, 1, 1)?;
-        let offset = last_sector(self.p(path));
+        let offset = last_sector(self.live_path(path));
         let result = topo.write(path, offset, sector);
         let _ = topo.access(path, -1, -1, -1);
         result
@@ -539,7 +539,11 @@ impl Class {
     /// counts the paths' own access, so with `exclusive=1` FreeBSD refuses while any geom
     /// exists; the kernel module gets that from GEOM, the host stops idle geoms.)
     pub fn destroy_all(&mut self, topo: &mut dyn Topology) -> Result<(), Errno> {
-        if self.geom_order.iter().any(|&gid| self.g(gid).opened != 0) {
+        if self
+            .geom_order
+            .iter()
+            .any(|&gid| self.live_geom(gid).opened != 0)
+        {
             return Err(Errno::EBUSY);
         }
         for gid in self.geom_order.clone() {
@@ -551,9 +555,9 @@ impl Class {
         Ok(())
     }
 
-    /// `true` if the path is good (for the verbs).
+    /// `true` if the path carries no requests: FAIL, LOST or NEW (`MP_BAD`, for the verbs).
     pub(crate) fn is_bad(&self, path: PathId) -> bool {
-        self.m(path).flags & BAD != 0
+        self.member(path).flags & BAD != 0
     }
 }
 

@@ -111,20 +111,18 @@ impl Class {
     /// The geom with the label's UUID, and the name to use if a new geom must be made:
     /// the label's, or `<name>-<random>` when another geom already has that name.
     fn taste_match(&mut self, md: &Metadata, random: u32) -> (Option<GeomId>, String) {
-        let live = |class: &Class, id: GeomId| !class.g(id).stopping;
+        let live = |class: &Class, id: GeomId| !class.live_geom(id).stopping;
         let by_uuid = self
             .geom_order
             .iter()
             .copied()
-            .find(|&id| live(self, id) && self.g(id).uuid == md.uuid);
-        let by_name = self
-            .geom_order
-            .iter()
-            .copied()
-            .find(|&id| Some(id) != by_uuid && live(self, id) && self.g(id).name == md.name);
+            .find(|&id| live(self, id) && self.live_geom(id).uuid == md.uuid);
+        let by_name = self.geom_order.iter().copied().find(|&id| {
+            Some(id) != by_uuid && live(self, id) && self.live_geom(id).name == md.name
+        });
         let mut name = md.name.clone();
         if let Some(clash) = by_name {
-            let g = self.g(clash);
+            let g = self.live_geom(clash);
             if by_uuid.is_none() {
                 let (geom, uuid) = (g.name.clone(), g.uuid.clone());
                 name = format!("{}-{}", md.name, random);

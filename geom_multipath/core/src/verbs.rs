@@ -152,7 +152,7 @@ impl Class {
             req.error(CtlError::AlreadyThere(pp.name));
             return;
         }
-        let g = self.g(geom);
+        let g = self.live_geom(geom);
         let label = if g.uuid.is_empty() {
             0
         } else {
@@ -204,7 +204,9 @@ impl Class {
             return;
         };
         let prov = strip_dev(&prov);
-        let found = self.order(geom).find(|&pid| self.p(pid).name == prov);
+        let found = self
+            .order(geom)
+            .find(|&pid| self.live_path(pid).name == prov);
         let Some(path) = found else {
             req.error(CtlError::ProviderNotFound(String::from(prov)));
             return;
@@ -213,8 +215,8 @@ impl Class {
             req.error(CtlError::ConsumerInvalid(String::from(prov)));
             return;
         }
-        self.g_mut(geom).active = Some(path);
-        if self.g(geom).mode == Mode::ActivePassive {
+        self.live_geom_mut(geom).active = Some(path);
+        if self.live_geom(geom).mode == Mode::ActivePassive {
             self.log(Message::Preferred {
                 path: String::from(prov),
                 geom: gname,
@@ -229,19 +231,19 @@ impl Class {
             return;
         };
         if req.flag("active_active") {
-            self.g_mut(geom).mode = Mode::ActiveActive;
+            self.live_geom_mut(geom).mode = Mode::ActiveActive;
         }
         if req.flag("active_read") {
-            self.g_mut(geom).mode = Mode::ActiveRead;
+            self.live_geom_mut(geom).mode = Mode::ActiveRead;
         }
         if req.flag("active_passive") {
-            self.g_mut(geom).mode = Mode::ActivePassive;
+            self.live_geom_mut(geom).mode = Mode::ActivePassive;
         }
-        let g = self.g(geom);
+        let g = self.live_geom(geom);
         let (Some(active), false) = (g.active, g.uuid.is_empty()) else {
             return;
         };
-        let p = self.p(active);
+        let p = self.live_path(active);
         let md = Metadata {
             uuid: g.uuid.clone(),
             name: name.clone(),
@@ -250,7 +252,7 @@ impl Class {
             mode: g.mode,
         };
         if let Err(e) = self.write_metadata(topo, active, &md) {
-            let path = self.p(active).name.clone();
+            let path = self.live_path(active).name.clone();
             req.error(CtlError::CantUpdateMetadata(path, e));
         }
     }
@@ -271,10 +273,10 @@ impl Class {
         let Some((geom, _)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
             return;
         };
-        let g = self.g(geom);
+        let g = self.live_geom(geom);
         if let (Some(active), false) = (g.active, g.uuid.is_empty()) {
             let (pname, sectorsize) = {
-                let p = self.p(active);
+                let p = self.live_path(active);
                 (p.name.clone(), p.sectorsize as usize)
             };
             let zeros = alloc::vec![0u8; sectorsize];
@@ -282,7 +284,7 @@ impl Class {
                 Err(e) => req.error(CtlError::CantOpen(pname, e)),
                 Ok(()) => {
                     let offset = {
-                        let p = self.p(active);
+                        let p = self.live_path(active);
                         p.mediasize.saturating_sub(u64::from(p.sectorsize))
                     };
                     let written = topo.write(active, offset, &zeros);
@@ -308,8 +310,8 @@ impl Class {
         };
         let mut found = false;
         for path in self.order_vec(geom) {
-            let flags = self.m(path).flags;
-            if self.p(path).name != prov || flags & LOST != 0 {
+            let flags = self.member(path).flags;
+            if self.live_path(path).name != prov || flags & LOST != 0 {
                 continue;
             }
             found = true;
@@ -333,7 +335,7 @@ impl Class {
                     path: path_name.clone(),
                     geom: geom_name.clone(),
                 });
-                self.m_mut(path).flags &= !FAIL;
+                self.member_mut(path).flags &= !FAIL;
                 self.probe(Probe::Restore {
                     geom: geom_name,
                     path: path_name,
@@ -359,7 +361,7 @@ impl Class {
             let Some(p) = self.paths.get(path.0) else {
                 continue;
             };
-            if p.name != prov || self.m(path).flags & LOST != 0 {
+            if p.name != prov || self.member(path).flags & LOST != 0 {
                 continue;
             }
             found = true;
@@ -371,7 +373,7 @@ impl Class {
                 geom: gname.clone(),
                 path: prov.clone(),
             });
-            self.g_mut(geom).ndisks -= 1;
+            self.live_geom_mut(geom).ndisks -= 1;
             self.fault(path, LOST);
             self.detach_if_idle(topo, path);
             if self.geoms.get(geom.0).is_none() {
@@ -402,17 +404,17 @@ impl Class {
 
     /// The `getactive` answer for a geom, newline included.
     pub fn active_text(&self, geom: GeomId) -> String {
-        let g = self.g(geom);
+        let g = self.live_geom(geom);
         let mut text = String::new();
         if g.mode == Mode::ActiveActive {
             for m in g.members.iter().rev().filter(|m| m.is_good()) {
                 if !text.is_empty() {
                     text.push(' ');
                 }
-                text.push_str(&self.p(m.id).name);
+                text.push_str(&self.live_path(m.id).name);
             }
         } else if let Some(active) = g.active {
-            text.push_str(&self.p(active).name);
+            text.push_str(&self.live_path(active).name);
         }
         if text.is_empty() {
             text.push_str("none");

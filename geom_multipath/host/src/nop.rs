@@ -24,7 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use geom_multipath::dumpconf::{escape, foreign_provider_id};
+use geom_multipath::geom_dump::{self, foreign_provider_id, named_xml_id, Config, IdKind};
 use geom_multipath::{strip_dev, CtlError, Errno, ProviderInfo, Request};
 
 use crate::device::Device;
@@ -885,56 +885,41 @@ impl NopClass {
     /// [`foreign_provider_id`], and the NOP provider carries that id for its own name, so
     /// the daemon's other classes can refer to it. Access counts come from `host`.
     pub fn conf_class(&self, host: &dyn NopHost, out: &mut dyn Write) -> fmt::Result {
-        let class_id = tagged_id(6, CLASS_NAME);
-        writeln!(out, "  <class id=\"{class_id}\">")?;
-        out.write_str("    <name>")?;
-        escape(out, CLASS_NAME)?;
-        out.write_str("</name>\n")?;
+        let class_id = named_xml_id(IdKind::NopClass, CLASS_NAME);
+        geom_dump::class_start(out, &class_id, CLASS_NAME)?;
         for g in self.geoms.iter().rev() {
             conf_geom(g, host, &class_id, out)?;
         }
-        out.write_str("  </class>\n")
+        geom_dump::class_end(out)
     }
 }
 
 /// `g_conf_geom` for one NOP geom, with `g_nop_dumpconf` in its `<config>`.
 fn conf_geom(g: &NopGeom, host: &dyn NopHost, class_id: &str, out: &mut dyn Write) -> fmt::Result {
     let name = g.name();
-    let geom_id = tagged_id(7, name);
-    let (r, w, e) = host.access(name);
-    writeln!(out, "    <geom id=\"{geom_id}\">")?;
-    writeln!(out, "      <class ref=\"{class_id}\"/>")?;
-    out.write_str("      <name>")?;
-    escape(out, name)?;
-    out.write_str("</name>\n")?;
-    writeln!(out, "      <rank>{}</rank>", g.rank)?;
-    out.write_str("      <config>\n")?;
-    dumpconf(g, "\t", out)?;
-    out.write_str("      </config>\n")?;
-    writeln!(out, "\t<consumer id=\"{}\">", tagged_id(8, name))?;
-    writeln!(out, "\t  <geom ref=\"{geom_id}\"/>")?;
-    writeln!(
+    let geom_id = named_xml_id(IdKind::NopGeom, name);
+    let access = host.access(name);
+    let config = |out: &mut dyn Write, indent: &str| dumpconf(g, indent, out);
+    geom_dump::geom_start(
         out,
-        "\t  <provider ref=\"{}\"/>",
-        foreign_provider_id(&g.underlying)
+        &geom_id,
+        class_id,
+        name,
+        g.rank,
+        Config::Lines(&config),
     )?;
-    writeln!(out, "\t  <mode>r{r}w{w}e{e}</mode>")?;
-    out.write_str("\t  <config>\n\t  </config>\n")?;
-    out.write_str("\t</consumer>\n")?;
+    geom_dump::consumer(
+        out,
+        &named_xml_id(IdKind::NopConsumer, name),
+        &geom_id,
+        &foreign_provider_id(&g.underlying),
+        access,
+        Config::EMPTY,
+    )?;
     let pp = g.provider_info();
-    writeln!(out, "\t<provider id=\"{}\">", foreign_provider_id(name))?;
-    writeln!(out, "\t  <geom ref=\"{geom_id}\"/>")?;
-    writeln!(out, "\t  <mode>r{r}w{w}e{e}</mode>")?;
-    out.write_str("\t  <name>")?;
-    escape(out, name)?;
-    out.write_str("</name>\n")?;
-    writeln!(out, "\t  <mediasize>{}</mediasize>", pp.mediasize)?;
-    writeln!(out, "\t  <sectorsize>{}</sectorsize>", pp.sectorsize)?;
-    writeln!(out, "\t  <stripesize>{}</stripesize>", pp.stripesize)?;
-    writeln!(out, "\t  <stripeoffset>{}</stripeoffset>", pp.stripeoffset)?;
-    out.write_str("\t  <config>\n\t  </config>\n")?;
-    out.write_str("\t</provider>\n")?;
-    out.write_str("    </geom>\n")
+    let id = foreign_provider_id(name);
+    geom_dump::provider(out, &id, &geom_id, access, &pp, Config::EMPTY)?;
+    geom_dump::geom_end(out)
 }
 
 /// `g_nop_dumpconf` for the geom (it writes nothing for the provider or the consumer).
@@ -977,17 +962,6 @@ fn dumpconf(g: &NopGeom, indent: &str, out: &mut dyn Write) -> fmt::Result {
     writeln!(out, "{indent}<Cmd2s>{}</Cmd2s>", c.cmd2s)?;
     writeln!(out, "{indent}<ReadBytes>{}</ReadBytes>", c.readbytes)?;
     writeln!(out, "{indent}<WroteBytes>{}</WroteBytes>", c.wrotebytes)
-}
-
-/// An XML id for a NOP class, geom or consumer: FNV-1a of `name` under a 4-bit tag that
-/// the core's ids (1–5) do not use.
-fn tagged_id(tag: u64, name: &str) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    format!("0x{:x}", (tag << 60) | (hash >> 4))
 }
 
 fn other(text: impl Into<String>) -> CtlError {
@@ -2189,7 +2163,7 @@ mod tests {
             .filter(|p| nop.info(&p.name).is_none())
             .map(|p| (p, host.access(&p.name)))
             .collect();
-        geom_multipath::dumpconf::conf_foreign_class(&mut xml, "DISK", disks).expect("disk xml");
+        geom_multipath::geom_dump::conf_foreign_class(&mut xml, "DISK", disks).expect("disk xml");
         nop.conf_class(host, &mut xml).expect("nop xml");
         xml.push_str("</mesh>\n");
         xml
@@ -2211,7 +2185,7 @@ mod tests {
         host.access.insert("md0.nop".into(), (1, 1, 1));
         let mut xml = String::new();
         nop.conf_class(&host, &mut xml).expect("xml");
-        let geom = tagged_id(7, "md0.nop");
+        let geom = named_xml_id(IdKind::NopGeom, "md0.nop");
         let want = format!(
             "  <class id=\"{class}\">\n    <name>NOP</name>\n    <geom id=\"{geom}\">\n      \
              <class ref=\"{class}\"/>\n      <name>md0.nop</name>\n      <rank>2</rank>\n      \
@@ -2229,8 +2203,8 @@ mod tests {
              <mediasize>{size}</mediasize>\n\t  <sectorsize>512</sectorsize>\n\t  \
              <stripesize>8192</stripesize>\n\t  <stripeoffset>512</stripeoffset>\n\t  \
              <config>\n\t  </config>\n\t</provider>\n    </geom>\n  </class>\n",
-            class = tagged_id(6, "NOP"),
-            cons = tagged_id(8, "md0.nop"),
+            class = named_xml_id(IdKind::NopClass, "NOP"),
+            cons = named_xml_id(IdKind::NopConsumer, "md0.nop"),
             md0 = foreign_provider_id("md0"),
             pp = foreign_provider_id("md0.nop"),
             size = MIB - 4096,

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use geom_multipath::dumpconf::conf_foreign_class;
+use geom_multipath::geom_dump::conf_foreign_class;
 use geom_multipath::sysctl::{self, Knob, Values};
 use geom_multipath::wire::Reply;
 use geom_multipath::{

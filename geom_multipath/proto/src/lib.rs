@@ -10,6 +10,9 @@
 //! frame on a stream it is given. A reader never allocates more than [`FRAME_MAX`] bytes for
 //! one frame, and anything malformed is an error value, never a panic.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
 use std::io::{self, Read, Write};
 
 use geom_multipath::wire::{self, Reply, WireError};
@@ -457,6 +460,7 @@ pub fn roundtrip<S: Read + Write>(stream: &mut S, call: &Call) -> Result<Answer,
     Answer::decode(&payload)
 }
 
+#[cfg(any(test, feature = "fuzz"))]
 /// Fuzz body for the daemon's side of the control socket: reads frames from `data` as the
 /// daemon reads a connection and decodes each as a call (and, for the tools' side, as an
 /// answer); whatever decodes must encode to something that decodes to the same value.
