@@ -81,7 +81,9 @@ pub const TABLE: [Tunable; 3] = [
         kind: Kind::UInt,
         default: 1,
         min: 0,
-        max: u32::MAX,
+        // On or off: FreeBSD takes any number and treats all but 0 as on, so a typo such
+        // as 2 or 10 went unnoticed (a deviation listed in gmultipath(8) COMPATIBILITY).
+        max: 1,
         description: "Exclusively open providers",
         freebsd: true,
     },
@@ -251,5 +253,17 @@ mod tests {
             })
         );
         assert_eq!(v.io_timeout(), 0);
+    }
+
+    /// Issue 11 item 10: `exclusive=2` was accepted; it is on or off.
+    #[test]
+    fn exclusive_is_zero_or_one() {
+        let mut v = Values::default();
+        assert_eq!(v.set(Knob::Exclusive, 0), Ok(1));
+        assert_eq!(
+            v.set(Knob::Exclusive, 2),
+            Err(SetError::OutOfRange { min: 0, max: 1 })
+        );
+        assert_eq!(v.exclusive(), 0);
     }
 }

@@ -5,5 +5,6 @@
 mod admin;
 mod data;
 mod faults;
+mod hardening;
 mod nbd;
 mod verbs;

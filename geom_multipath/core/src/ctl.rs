@@ -318,6 +318,9 @@ pub enum CtlError {
     /// `<prov> sector size <n> is not usable.` — ours: FreeBSD assumes every sector can
     /// hold the 89-byte label.
     BadSectorSize(String, u32),
+    /// `Provider <prov> is named more than once.` — ours: FreeBSD labels the provider and
+    /// checks it against itself, silently.
+    NamedTwice(String),
     /// `cannot create a UUID.`
     CannotCreateUuid,
     /// `cannot store metadata on <prov>: <strerror>.`
@@ -370,6 +373,7 @@ impl fmt::Display for CtlError {
                 write!(f, "{p} is too small: {size} bytes with {ss}-byte sectors.")
             }
             BadSectorSize(p, n) => write!(f, "{p} sector size {n} is not usable."),
+            NamedTwice(p) => write!(f, "Provider {p} is named more than once."),
             CannotCreateUuid => f.write_str("cannot create a UUID."),
             CannotStore(p, why) => write!(f, "cannot store metadata on {p}: {why}."),
             TooFewArguments => f.write_str("Too few arguments."),

@@ -101,6 +101,14 @@ pub enum Message {
     CorruptLabel { provider: String, reason: String },
     /// `<provider> is not MULTIPATH` (debug only)
     NotMultipath { provider: String },
+    /// `GEOM_MULTIPATH: <provider> label's <what> <label> is not the provider's <actual>:
+    /// skipping` (debug only) — not in FreeBSD, which skips such a label without a word.
+    LabelMisfit {
+        provider: String,
+        what: &'static str,
+        label: u64,
+        actual: u64,
+    },
     /// `MULTIPATH: <name>/<uuid>` (debug only)
     Tasted { name: String, uuid: String },
 }
@@ -109,7 +117,9 @@ impl Message {
     /// How loud the message is.
     pub fn level(&self) -> Level {
         match self {
-            Message::NotMultipath { .. } | Message::Tasted { .. } => Level::Debug,
+            Message::NotMultipath { .. } | Message::Tasted { .. } | Message::LabelMisfit { .. } => {
+                Level::Debug
+            }
             Message::CannotAttach { .. }
             | Message::CannotSetAccess { .. }
             | Message::IoFailed { .. }
@@ -181,6 +191,15 @@ impl fmt::Display for Message {
                 write!(f, "{P}{provider} has a corrupt label ({reason}): rejecting")
             }
             Message::NotMultipath { provider } => write!(f, "{provider} is not MULTIPATH"),
+            Message::LabelMisfit {
+                provider,
+                what,
+                label,
+                actual,
+            } => write!(
+                f,
+                "{P}{provider} label's {what} {label} is not the provider's {actual}: skipping"
+            ),
             Message::Tasted { name, uuid } => write!(f, "MULTIPATH: {name}/{uuid}"),
         }
     }

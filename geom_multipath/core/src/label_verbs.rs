@@ -37,8 +37,9 @@ pub struct LabelPlan {
 /// Plans `label [-AR] name prov ...`: `name` is arg0, `providers` arg1 onwards, `uuid` a
 /// fresh UUID in text form. Checks, in FreeBSD's order: the argument count; each
 /// provider's geometry against the first one's. Beyond FreeBSD, a name that does not fit
-/// is refused instead of being cut, and a provider with an unusable sector size or room for
-/// nothing but the label is refused.
+/// is refused instead of being cut, a provider named twice (`label G1 da0 /dev/da0`) is
+/// refused, and a provider with an unusable sector size or room for nothing but the label
+/// is refused.
 pub fn plan_label(
     name: &str,
     mode: Mode,
@@ -49,6 +50,14 @@ pub fn plan_label(
         return Err(CtlError::WrongNumberOfArguments);
     }
     metadata::check_name(name).map_err(|why| CtlError::BadName(String::from(name), why))?;
+    let bare = |p: &Probed| String::from(p.name.strip_prefix("/dev/").unwrap_or(&p.name));
+    if let Some((_, twice)) = providers
+        .iter()
+        .enumerate()
+        .find(|(i, p)| providers[..*i].iter().any(|q| bare(q) == bare(p)))
+    {
+        return Err(CtlError::NamedTwice(bare(twice)));
+    }
     let mut first: Option<(u64, u32)> = None;
     for p in providers {
         let (size, sector) = match &p.geometry {
@@ -185,6 +194,21 @@ mod tests {
             err(&[prov("da0", 1 << 20, 512), prov("da1", 2 << 20, 512)]),
             "da1 media size 2097152 different."
         );
+    }
+
+    /// Issue 11 item 10: `label G1 loop0 loop0` wrote the label and exited 0 silently.
+    #[test]
+    fn a_provider_named_twice_is_refused_before_anything_is_written() {
+        for second in ["da0", "/dev/da0"] {
+            let err = plan_label(
+                "FRED",
+                Mode::ActivePassive,
+                UUID,
+                &[prov("da0", 1 << 20, 512), prov(second, 1 << 20, 512)],
+            )
+            .unwrap_err();
+            assert_eq!(err.to_string(), "Provider da0 is named more than once.");
+        }
     }
 
     #[test]

@@ -32,10 +32,24 @@ impl Class {
             return None;
         }
         let md = self.read_label(topo, pp)?;
-        if md.size != 0 && md.size != pp.mediasize {
-            return None;
-        }
-        if md.sectorsize != 0 && md.sectorsize != pp.sectorsize {
+        let misfit = if md.size != 0 && md.size != pp.mediasize {
+            Some(("size", md.size, pp.mediasize))
+        } else if md.sectorsize != 0 && md.sectorsize != pp.sectorsize {
+            Some((
+                "sector size",
+                u64::from(md.sectorsize),
+                u64::from(pp.sectorsize),
+            ))
+        } else {
+            None
+        };
+        if let Some((what, label, actual)) = misfit {
+            self.log(Message::LabelMisfit {
+                provider: pp.name.clone(),
+                what,
+                label,
+                actual,
+            });
             return None;
         }
         self.log(Message::Tasted {

@@ -195,6 +195,49 @@ fn a_rename_is_cut_to_fifteen_bytes_and_may_clash_again() {
     )));
 }
 
+/// Issue 11 item 10: a label that does not fit its provider was skipped without a word,
+/// even at `debug=1`; it is still skipped, with a debug message that says why.
+#[test]
+fn a_misfit_label_is_skipped_with_a_debug_message() {
+    let mut topo = MemTopology::new();
+    let disk = topo.disk_with_paths("md", 1, MIB, 512);
+    let md = Metadata {
+        uuid: test_uuid(1),
+        name: "FRED".into(),
+        sectorsize: 512,
+        size: 2 * MIB,
+        mode: Mode::ActivePassive,
+    };
+    let mut class = Class::default();
+    topo.disks[disk]
+        .sectors
+        .insert(MIB - 512, md.encode(512).unwrap());
+    assert_eq!(topo.taste(&mut class, "md0"), None);
+    assert!(topo.take_messages().is_empty(), "quiet at debug=0");
+    class
+        .tunables_mut()
+        .set(geom_multipath::sysctl::Knob::Debug, 1)
+        .unwrap();
+    assert_eq!(topo.taste(&mut class, "md0"), None);
+    assert_eq!(
+        topo.take_messages(),
+        ["GEOM_MULTIPATH: md0 label's size 2097152 is not the provider's 1048576: skipping"]
+    );
+    let md = Metadata {
+        size: MIB,
+        sectorsize: 4096,
+        ..md
+    };
+    topo.disks[disk]
+        .sectors
+        .insert(MIB - 512, md.encode(512).unwrap());
+    assert_eq!(topo.taste(&mut class, "md0"), None);
+    assert_eq!(
+        topo.take_messages(),
+        ["GEOM_MULTIPATH: md0 label's sector size 4096 is not the provider's 512: skipping"]
+    );
+}
+
 #[test]
 fn a_debug_taste_names_the_label() {
     let (mut class, mut topo, _) = labeled(1, "FRED", 1);

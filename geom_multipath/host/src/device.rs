@@ -120,6 +120,12 @@ impl BlockDevice {
         physpath: String,
     ) -> io::Result<BlockDevice> {
         let file = Arc::new(open_node(path, write, exclusive)?);
+        // GEOM refuses write access to a read-only provider (EROFS), so a geom is not
+        // made of paths every write would fail on; Linux opens it and fails the writes.
+        #[cfg(target_os = "linux")]
+        if write && sys::block_read_only(file.as_fd()).unwrap_or(false) {
+            return Err(io::Error::from_raw_os_error(libc::EROFS));
+        }
         Ok(BlockDevice { file, physpath })
     }
 

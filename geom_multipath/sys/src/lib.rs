@@ -74,9 +74,22 @@ mod raw {
     nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc::c_int);
     nix::ioctl_read_bad!(blkpbszget, nix::request_code_none!(0x12, 123), libc::c_uint);
     nix::ioctl_read_bad!(blkioopt, nix::request_code_none!(0x12, 121), libc::c_uint);
+    nix::ioctl_read_bad!(blkroget, nix::request_code_none!(0x12, 94), libc::c_int);
 }
 #[cfg(target_os = "linux")]
-use raw::{blkgetsize64, blkioopt, blkpbszget, blksszget};
+use raw::{blkgetsize64, blkioopt, blkpbszget, blkroget, blksszget};
+
+/// Whether the block device open on `fd` is read-only (`BLKROGET`: `losetup -r`,
+/// `blockdev --setro`, a write-protected disk). Linux lets such a device be opened for
+/// writing and fails each write with `EPERM`; GEOM refuses the write access itself.
+#[cfg(target_os = "linux")]
+pub fn block_read_only(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    let mut ro: libc::c_int = 0;
+    // SAFETY: `fd` is a valid open descriptor for the whole call, and the ioctl writes
+    // exactly one `int` into `ro`, which outlives the call.
+    unsafe { blkroget(fd.as_raw_fd(), &mut ro) }?;
+    Ok(ro != 0)
+}
 
 /// Asks the kernel for the geometry of the block device open on `fd`.
 #[cfg(target_os = "linux")]
