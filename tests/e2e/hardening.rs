@@ -4,7 +4,10 @@
 //! the starter's descriptors, a tunables file with a stray byte). Each test fails on the
 //! code before the fix.
 
-use gmultipath_e2e::{root_or_skip, Daemon, Loop, Scratch};
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+use gmultipath_e2e::{bin, root_or_skip, run, wait_until, Daemon, Loop, Out, Scratch, DEADLINE};
 
 const MIB: u64 = 1 << 20;
 
@@ -38,5 +41,102 @@ fn a_read_only_provider_is_refused_at_create() {
     assert_eq!(
         d.gmultipath(&["getactive", "ROG"]).ok(),
         format!("{}\n", rw.name)
+    );
+}
+
+/// A daemon `gmultipath load` started in the background on a scratch directory, unloaded
+/// when dropped.
+struct Background {
+    env: Vec<(&'static str, String)>,
+    scratch: Scratch,
+}
+
+impl Background {
+    fn env_with(scratch: Scratch, extra: &[(&'static str, String)]) -> Background {
+        let mut env = Daemon::env_on(&scratch);
+        env.retain(|(k, _)| !extra.iter().any(|(e, _)| e == k));
+        env.extend(extra.iter().cloned());
+        Background { env, scratch }
+    }
+
+    fn gmultipath(&self, args: &[&str]) -> Out {
+        run(&bin("gmultipath"), args, &self.env)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.scratch.dir.join("gmultipathd-bg.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.gmultipath(&["unload"]);
+        let socket = self.scratch.dir.join("run/geom.ctl");
+        wait_until("the background daemon to go", || !socket.exists());
+    }
+}
+
+/// Item 6: `bash -c 'exec 9>&1; gmultipath load' | cat` never saw EOF, because the daemon
+/// kept the starter's fd 9 (the pipe's write end) for the rest of its life.
+#[test]
+fn the_daemon_keeps_none_of_its_starters_descriptors() {
+    if !root_or_skip("inherited_descriptors") {
+        return;
+    }
+    let bg = Background::env_with(Scratch::new("fds"), &[]);
+    let mut child = Command::new("/bin/sh")
+        .args([
+            "-c",
+            "exec 9>&1 8>&1; exec \"$0\" load",
+            &bin("gmultipath").display().to_string(),
+        ])
+        .envs(bg.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sh");
+    let mut stdout = child.stdout.take().expect("piped");
+    let (done, eof) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let _ = stdout.read_to_end(&mut all);
+        let _ = done.send(all);
+    });
+    let status = child.wait().expect("load");
+    assert!(status.success(), "load: {status}: {}", bg.log());
+    assert!(
+        eof.recv_timeout(DEADLINE).is_ok(),
+        "the pipe stayed open after load returned: the daemon holds its write end"
+    );
+    assert_eq!(bg.gmultipath(&["status"]).code, 0, "the daemon runs");
+}
+
+/// Item 7: one byte that is not UTF-8 in the tunables file stopped the daemon from
+/// starting, and what it said went to a temporary file that was deleted. The bad line is
+/// skipped, the rest applies, and the remark is in the log file gmultipathd(8) names.
+#[test]
+fn a_stray_byte_in_the_tunables_file_is_skipped_and_logged() {
+    if !root_or_skip("tunables_not_utf8") {
+        return;
+    }
+    let scratch = Scratch::new("conf");
+    let conf = scratch.dir.join("c.conf");
+    std::fs::write(&conf, b"x\n\xff\nkern.geom.multipath.debug=1\n").unwrap();
+    let bg = Background::env_with(scratch, &[("GMULTIPATH_CONF", conf.display().to_string())]);
+    let load = bg.gmultipath(&["load"]);
+    assert_eq!(load.code, 0, "{load:?}");
+    let debug = run(
+        &bin("mpsysctl"),
+        &["-n", "kern.geom.multipath.debug"],
+        &bg.env,
+    );
+    assert_eq!(debug.ok(), "1\n");
+    let log = bg.log();
+    assert!(
+        log.lines().any(|l| l.ends_with(&format!(
+            "gmultipathd: {}:2: not UTF-8 text",
+            conf.display()
+        ))),
+        "{log}"
     );
 }

@@ -284,7 +284,19 @@ impl Daemon {
             ("GMULTIPATH_DEVICES", devices.display().to_string()),
             ("GMULTIPATH_CONF", "/nonexistent".to_string()),
             ("GMULTIPATHD", bin("gmultipathd").display().to_string()),
+            // A daemon `gmultipath load` starts in the background logs here.
+            (
+                "GMULTIPATH_LOG",
+                devices.join("gmultipathd-bg.log").display().to_string(),
+            ),
         ]
+    }
+
+    /// The environment of a daemon on `scratch` that is not running yet: the tools
+    /// started with it (`gmultipath load`) start one in the background there.
+    pub fn env_on(scratch: &Scratch) -> Vec<(&'static str, String)> {
+        let socket = scratch.dir.join("run/geom.ctl");
+        Daemon::env_for(&socket, &scratch.dir.join("multipath"), &scratch.dir)
     }
 
     /// The environment that makes the tools talk to this daemon.

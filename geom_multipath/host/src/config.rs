@@ -76,10 +76,33 @@ pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
     )
 }
 
+/// Like [`parse_all`], for the file's bytes: a line that is not UTF-8 is reported and
+/// skipped like any other bad line, instead of failing the whole file.
+pub fn parse_bytes(bytes: &[u8], base: Values) -> (Tunables, Vec<Problem>) {
+    let mut text = String::with_capacity(bytes.len());
+    let mut skipped = Vec::new();
+    for (i, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        match std::str::from_utf8(line) {
+            Ok(line) => text.push_str(line),
+            Err(_) => skipped.push(Problem {
+                line: i + 1,
+                text: String::from("not UTF-8 text"),
+            }),
+        }
+    }
+    let (tunables, mut problems) = parse_all(&text, base);
+    problems.extend(skipped);
+    problems.sort_by_key(|p| p.line);
+    (tunables, problems)
+}
+
 /// Reads `path` on top of the defaults; a missing file is no problem.
 pub fn load(path: &Path) -> std::io::Result<(Tunables, Vec<Problem>)> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => Ok(parse_all(&text, Values::default())),
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(parse_bytes(&bytes, Values::default())),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Tunables::default(), Vec::new())),
         Err(e) => Err(e),
     }
@@ -144,6 +167,32 @@ kern.geom.multipath.debug=x
             ]
         );
         assert_eq!(problems.len(), 2);
+    }
+
+    /// Issue 11 item 7: one stray byte stopped the daemon from starting
+    /// ("stream did not contain valid UTF-8"), though bad lines are to be skipped.
+    #[test]
+    fn a_line_that_is_not_utf8_is_skipped_and_reported() {
+        let (t, problems) = parse_bytes(
+            b"x\n\xff\nkern.geom.multipath.debug=1\nkern.geom.multipath.exclusive=0\xfe\n",
+            Values::default(),
+        );
+        assert_eq!(
+            t.values.debug(),
+            1,
+            "the good line after the bad one applies"
+        );
+        assert_eq!(t.values.exclusive(), 1, "the bad line is skipped whole");
+        let lines: Vec<(usize, &str)> =
+            problems.iter().map(|p| (p.line, p.text.as_str())).collect();
+        assert_eq!(
+            lines,
+            [
+                (1, "expected name=value: x"),
+                (2, "not UTF-8 text"),
+                (4, "not UTF-8 text")
+            ]
+        );
     }
 
     #[test]

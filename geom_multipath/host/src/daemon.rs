@@ -38,6 +38,9 @@ mod linux;
 #[cfg(target_os = "linux")]
 use linux as platform;
 
+/// The log file of a daemon in the background.
+pub const DEFAULT_LOG: &str = "/var/log/gmultipathd.log";
+
 /// How long the starting process waits for the daemon to answer.
 pub const START_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -65,6 +68,10 @@ pub struct Args {
     /// Pid file (default: next to the socket).
     #[arg(long, env = "GMULTIPATH_PIDFILE")]
     pub pidfile: Option<PathBuf>,
+    /// Where the daemon's standard error goes when it runs in the background (appended,
+    /// each line stamped with the UTC time).
+    #[arg(long, env = "GMULTIPATH_LOG", default_value = DEFAULT_LOG)]
+    pub log_file: PathBuf,
     /// Also serve every multipath provider over NBD, as the Unix socket DIR/NAME.
     #[arg(long, env = "GMULTIPATH_NBD_DIR", value_name = "DIR")]
     pub nbd_dir: Option<PathBuf>,
@@ -117,6 +124,14 @@ impl Args {
 /// The daemon's `main`.
 pub fn main() -> ExitCode {
     let args = Args::parse();
+    if args.query.is_none() {
+        // Whatever the starter left open (a pipe's write end, a tool's descriptor) is not
+        // the daemon's to hold for the rest of its life.
+        if let Err(e) = crate::sys::close_inherited_descriptors() {
+            eprintln!("gmultipathd: closing inherited descriptors: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     let result = match &args.query {
         Some(q) => query(&args, q),
         None if args.foreground => run(&args),
@@ -160,8 +175,9 @@ fn detach(args: &Args) -> anyhow::Result<()> {
     if let Some(pid) = ping(&args.socket) {
         bail!("already running (pid {pid})");
     }
-    let errlog = std::env::temp_dir().join(format!("gmultipathd-start.{}", std::process::id()));
-    let err = std::fs::File::create(&errlog).context("creating the start log")?;
+    let log = open_log(&args.log_file)
+        .with_context(|| format!("opening the log file {}", args.log_file.display()))?;
+    let start = log.metadata().map_or(0, |m| m.len());
     let exe = std::env::current_exe().context("finding my own binary")?;
     let mut cmd = Command::new(exe);
     // The same options (flags and environment alike), in the foreground of its own session.
@@ -170,7 +186,7 @@ fn detach(args: &Args) -> anyhow::Result<()> {
         .env("GMULTIPATHD_DETACHED", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(err);
+        .stderr(log);
     crate::sys::new_session(&mut cmd);
     let mut child = cmd.spawn().context("starting the daemon")?;
     let deadline = Instant::now() + START_TIMEOUT;
@@ -179,7 +195,7 @@ fn detach(args: &Args) -> anyhow::Result<()> {
             break Ok(());
         }
         if let Some(status) = child.try_wait()? {
-            let why = std::fs::read_to_string(&errlog).unwrap_or_default();
+            let why = last_words(&args.log_file, start);
             break Err(anyhow::anyhow!(
                 "the daemon exited ({status}): {}",
                 why.trim().trim_start_matches("gmultipathd: ")
@@ -193,8 +209,37 @@ fn detach(args: &Args) -> anyhow::Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     };
-    let _ = std::fs::remove_file(&errlog);
     outcome
+}
+
+/// Opens the log file to append to: created 0640 if missing, never through a symbolic
+/// link, never handed on to another program.
+fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// What the daemon wrote to its log from byte `start` on, without the time stamps: the
+/// reason a daemon that exited at start gives.
+fn last_words(log: &Path, start: u64) -> String {
+    let text = std::fs::read(log).unwrap_or_default();
+    let tail = text.get(start as usize..).unwrap_or_default();
+    String::from_utf8_lossy(tail)
+        .lines()
+        .map(|l| match l.split_once(' ') {
+            Some((stamp, rest)) if stamp.ends_with('Z') && stamp.contains('T') => rest,
+            _ => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Runs the daemon in this process until it is unloaded or signalled.
@@ -203,7 +248,11 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bail!("already running (pid {pid})");
     }
     let detached = std::env::var_os("GMULTIPATHD_DETACHED").is_some();
-    crate::logging::init(!detached);
+    crate::logging::init(if detached {
+        crate::logging::Stderr::LogFile
+    } else {
+        crate::logging::Stderr::Terminal
+    });
     let (
         config::Tunables {
             values: tunables,

@@ -3,7 +3,8 @@
 //! created`); the daemon's own remarks are prefixed `gmultipathd: ` on stderr. Both go to
 //! syslog (`/dev/log` on Linux, `/var/run/logpriv` or `/var/run/log` on FreeBSD; facility
 //! daemon, tag `gmultipathd[pid]`, no second prefix) when a syslog socket exists, and to
-//! stderr in the foreground. The syslog socket is connected once, at start, so that a
+//! stderr: the terminal in the foreground, the log file (each line stamped with the UTC
+//! time) in the background, so that the daemon's remarks can be found wherever it runs. The syslog socket is connected once, at start, so that a
 //! sandboxed daemon (FreeBSD's capability mode) keeps logging. `kern.geom.multipath.debug` decides whether debug messages are produced at
 //! all (the class filters them), so the subscriber lets everything through.
 
@@ -67,10 +68,40 @@ impl Visit for MessageText {
     }
 }
 
+/// What the daemon's standard error is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stderr {
+    /// A terminal (the foreground): lines as they are.
+    Terminal,
+    /// The log file (the background): each line after its UTC time.
+    LogFile,
+}
+
 /// The layer that writes records to stderr and syslog.
 pub struct ConsoleLayer {
-    stderr: bool,
+    stderr: Stderr,
     syslog: Option<Mutex<UnixDatagram>>,
+}
+
+/// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SSZ`.
+pub fn utc_timestamp(seconds: u64) -> String {
+    let (days, rest) = (seconds / 86_400, seconds % 86_400);
+    // Howard Hinnant's days-to-civil, for days since 1970-01-01.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rest / 3_600,
+        rest / 60 % 60,
+        rest % 60
+    )
 }
 
 impl<S: Subscriber> Layer<S> for ConsoleLayer {
@@ -78,10 +109,16 @@ impl<S: Subscriber> Layer<S> for ConsoleLayer {
         let mut text = MessageText(String::new());
         event.record(&mut text);
         let meta = event.metadata();
-        if self.stderr {
-            let line = render(meta.target(), &text.0);
-            let _ = writeln!(std::io::stderr().lock(), "{line}");
-        }
+        let line = render(meta.target(), &text.0);
+        let _ = match self.stderr {
+            Stderr::Terminal => writeln!(std::io::stderr().lock(), "{line}"),
+            Stderr::LogFile => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                writeln!(std::io::stderr().lock(), "{} {line}", utc_timestamp(now))
+            }
+        };
         if let Some(sock) = &self.syslog {
             let record = syslog_record(meta.level(), &text.0, std::process::id());
             if let Ok(s) = sock.lock() {
@@ -98,8 +135,9 @@ const SYSLOG_SOCKETS: &[&str] = &[SYSLOG_PRIV_SOCKET, SYSLOG_SOCKET];
 #[cfg(not(target_os = "freebsd"))]
 const SYSLOG_SOCKETS: &[&str] = &[SYSLOG_SOCKET];
 
-/// Installs the subscriber: stderr when `foreground`, syslog when a syslog socket accepts us.
-pub fn init(foreground: bool) {
+/// Installs the subscriber: stderr as `stderr` says, and syslog when a syslog socket
+/// accepts us.
+pub fn init(stderr: Stderr) {
     let syslog = SYSLOG_SOCKETS
         .iter()
         .find_map(|path| {
@@ -108,10 +146,7 @@ pub fn init(foreground: bool) {
                 .ok()
         })
         .map(Mutex::new);
-    let layer = ConsoleLayer {
-        stderr: foreground,
-        syslog,
-    };
+    let layer = ConsoleLayer { stderr, syslog };
     let _ = tracing::subscriber::set_global_default(Registry::default().with(layer));
 }
 
@@ -145,6 +180,13 @@ mod tests {
             ),
             "<28>gmultipathd[7]: GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL"
         );
+    }
+
+    #[test]
+    fn log_file_stamps_are_utc_calendar_times() {
+        assert_eq!(utc_timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_timestamp(1_796_527_845), "2026-12-06T03:30:45Z");
     }
 
     #[test]

@@ -115,6 +115,21 @@ pub fn block_geometry(fd: BorrowedFd<'_>) -> io::Result<BlockGeometry> {
     })
 }
 
+/// Closes every descriptor above standard error that the process inherited from whoever
+/// started it (`bash -c 'exec 9>&1; gmultipath load' | cat` never saw EOF while the
+/// daemon held fd 9). Call it first thing in `main`, before the process opens anything.
+pub fn close_inherited_descriptors() -> io::Result<()> {
+    // SAFETY: called at the start of `main`, before this process has opened a descriptor
+    // of its own: nothing in it (no `File`, `OwnedFd` or library) owns a descriptor above
+    // 2, so closing them invalidates no handle; close_range(2) touches no memory.
+    let rc = unsafe { libc::close_range(3, libc::c_uint::MAX, 0) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// Makes `cmd` start in a new session (`setsid(2)` in the child before exec), so the daemon
 /// keeps running when the terminal that loaded it goes away.
 pub fn new_session(cmd: &mut Command) -> &mut Command {
