@@ -16,14 +16,15 @@ cargo build --bins -j2 --quiet
 BIN=$PWD/target/debug
 export PATH=$BIN:$PATH
 
-WORK=$(mktemp -d /var/tmp/gmultipath-demo.XXXXXX)
-# The daemon tastes only loop devices backed by files in $WORK, so the demo never touches
-# another disk of this machine.
-export GMULTIPATH_DEVICES=$WORK GMULTIPATH_CONF=/dev/null
+# Refuse before making anything, so that a refusal leaves nothing behind.
 if gmultipathd probes >/dev/null 2>&1; then
     echo "demo.sh: a gmultipathd is already running; stop it first (gmultipath unload)" >&2
     exit 1
 fi
+WORK=$(mktemp -d /var/tmp/gmultipath-demo.XXXXXX)
+# The daemon tastes only loop devices backed by files in $WORK, so the demo never touches
+# another disk of this machine.
+export GMULTIPATH_DEVICES=$WORK GMULTIPATH_CONF=/dev/null
 L0= L1=
 cleanup() {
     set +e

@@ -140,3 +140,41 @@ fn a_stray_byte_in_the_tunables_file_is_skipped_and_logged() {
         "{log}"
     );
 }
+
+/// The `gmultipath-demo.*` directories in /var/tmp.
+fn demo_dirs() -> Vec<std::path::PathBuf> {
+    let mut dirs: Vec<_> = std::fs::read_dir("/var/tmp")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with("gmultipath-demo."))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    dirs.sort();
+    dirs
+}
+
+/// Item 10: `tests/demo.sh` refused to run beside another daemon but left an empty
+/// `/var/tmp/gmultipath-demo.*` behind.
+#[test]
+fn the_demo_refusing_to_run_leaves_nothing_behind() {
+    if !root_or_skip("demo_refusal") {
+        return;
+    }
+    let scratch = Scratch::new("demo");
+    let d = Daemon::start(&scratch);
+    let before = demo_dirs();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo.sh");
+    let out = run(&demo, &[], &d.env());
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stderr.contains("a gmultipathd is already running"),
+        "{out:?}"
+    );
+    assert_eq!(demo_dirs(), before);
+}
