@@ -178,3 +178,93 @@ fn the_demo_refusing_to_run_leaves_nothing_behind() {
     );
     assert_eq!(demo_dirs(), before);
 }
+
+/// `gmultipath args...` as uid/gid 65534 with no groups.
+fn gmultipath_as_nobody(env: &[(&'static str, String)], args: &[&str]) -> Out {
+    let mut all = vec!["--reuid=65534", "--regid=65534", "--clear-groups", "--"];
+    let gmultipath = bin("gmultipath").display().to_string();
+    all.push(&gmultipath);
+    all.extend_from_slice(args);
+    run(std::path::Path::new("setpriv"), &all, env)
+}
+
+/// Item 9: a busy daemon and one this user may not use both said "Command 'status' not
+/// available; try 'load' first." (and `load` tried to start a second daemon, blaming the
+/// mount point); a socket opened up by hand gave "Broken pipe". Each now has its own
+/// message and exit status; "not running" keeps FreeBSD's words.
+#[test]
+fn busy_denied_and_not_running_are_told_apart() {
+    if !root_or_skip("busy_denied") {
+        return;
+    }
+    let scratch = Scratch::new("reach");
+    let socket = scratch.dir.join("run/geom.ctl");
+    let env = Daemon::env_on(&scratch);
+    let status = run(&bin("gmultipath"), &["status"], &env);
+    assert_eq!(
+        (status.code, status.stderr.as_str()),
+        (
+            1,
+            "gmultipath: Command 'status' not available; try 'load' first.\n"
+        )
+    );
+    let d = Daemon::start(&scratch);
+    let denied = format!(
+        "gmultipath: gmultipathd at {}: Permission denied.\n",
+        socket.display()
+    );
+    // The scratch directory and the socket's are root's and closed to others.
+    for args in [
+        &["status"][..],
+        &["unload"],
+        &["load"],
+        &["fail", "FRED", "x"],
+    ] {
+        let out = gmultipath_as_nobody(&d.env(), args);
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (77, denied.as_str()),
+            "{args:?}"
+        );
+    }
+    // Opened up by hand: the daemon itself refuses a caller that is not root.
+    use std::os::unix::fs::PermissionsExt;
+    for (path, mode) in [
+        (&scratch.dir, 0o755),
+        (&scratch.dir.join("run"), 0o755),
+        (&socket, 0o666),
+    ] {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    for args in [&["status"][..], &["fail", "FRED", "x"]] {
+        let out = gmultipath_as_nobody(&d.env(), args);
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (77, denied.as_str()),
+            "{args:?}"
+        );
+    }
+    // Every connection the daemon serves at once is taken by an idle client.
+    let idle: Vec<_> = (0..64)
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    let busy = format!(
+        "gmultipath: gmultipathd at {} is busy (too many connections); try again later.\n",
+        socket.display()
+    );
+    wait_until("the daemon to be busy", || {
+        d.gmultipath(&["status"]).code == 75
+    });
+    for args in [&["status"][..], &["load"]] {
+        let out = d.gmultipath(args);
+        assert_eq!(
+            (out.code, out.stderr.as_str()),
+            (75, busy.as_str()),
+            "{args:?}"
+        );
+    }
+    drop(idle);
+    wait_until("the daemon to serve again", || {
+        d.gmultipath(&["status"]).code == 0
+    });
+}
