@@ -268,3 +268,37 @@ fn busy_denied_and_not_running_are_told_apart() {
         d.gmultipath(&["status"]).code == 0
     });
 }
+
+/// Item 8: `create ä日本` worked, but `status` showed `multipath/Ã¤æ¥æ¬` and `list ä日本` /
+/// `status ä日本` could not find it; `create ééééééééé` was refused as "longer than 15
+/// characters" (it is 9 characters, 18 bytes).
+#[test]
+fn a_utf8_name_is_shown_found_and_counted_in_bytes() {
+    if !root_or_skip("utf8_names") {
+        return;
+    }
+    let scratch = Scratch::new("utf8");
+    let img = scratch.image("disk.img", 16 * MIB);
+    let a = Loop::attach(&img);
+    let d = Daemon::start(&scratch);
+    let long = d.gmultipath(&["create", "ééééééééé", &a.name]);
+    assert_eq!(
+        (long.code, long.stderr.as_str()),
+        (
+            1,
+            "gmultipath: Device ééééééééé is invalid: name is longer than 15 bytes\n"
+        )
+    );
+    d.gmultipath(&["create", "ä日本", &a.name]).ok();
+    let status = d.gmultipath(&["status", "-s", "ä日本"]);
+    assert_eq!(
+        status.ok(),
+        format!("multipath/ä日本  DEGRADED  {} (ACTIVE)\n", a.name)
+    );
+    assert!(d
+        .gmultipath(&["list", "ä日本"])
+        .ok()
+        .starts_with("Geom name: ä日本\n"));
+    assert!(d.file("ä日本").exists(), "the export has the same name");
+    d.gmultipath(&["destroy", "ä日本"]).ok();
+}
