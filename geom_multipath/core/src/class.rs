@@ -15,6 +15,7 @@ use geom_multipath_sysctl::Values;
 use crate::event::{Event, Level, Message, Probe};
 use crate::slab::Slab;
 use crate::state::{GeomState, GeomType, Mode, PathState};
+use crate::timer::Timers;
 use crate::topology::{Deferred, GeomId, PathId};
 
 /// Path flag: failed by an I/O error or the `fail` verb (`MP_FAIL`).
@@ -117,16 +118,25 @@ pub(crate) struct Path {
 ///   [`run_deferred`](Class::run_deferred).
 /// * **Commands**: [`ctl`](Class::ctl) (every verb, FreeBSD's `g_multipath_config`),
 ///   [`destroy_all`](Class::destroy_all) (module unload).
-/// * **Pollers**: [`poll_event`](Class::poll_event) (console messages and probes) and
+/// * **Timers** (the fixed table of [`Timer`](crate::Timer)s, [`crate::timer`]):
+///   [`arm_deadline`](Class::arm_deadline) when an attempt is sent,
+///   [`poll_timeout`](Class::poll_timeout) for when to wake,
+///   [`handle_timeout`](Class::handle_timeout) when that time has come.
+/// * **Pollers**: [`poll_expired`](Class::poll_expired) (attempts given up on at their
+///   deadline), [`poll_event`](Class::poll_event) (console messages and probes) and
 ///   [`poll_deferred`](Class::poll_deferred) (work to run later).
 ///
 /// # Driving it
 /// One owner calls it with `&mut self` (the kmod under its softc mutex, the host from one
 /// thread). After every input or command the driver drains, in this order:
-/// 1. `poll_event` until `None`, printing messages and firing probes;
-/// 2. `poll_deferred` until `None`, appending each item to its FIFO of framework events
+/// 1. after `handle_timeout`, `poll_expired` until `None`, carrying each out (keep the
+///    abandoned path from carrying requests until its late answer is back; reissue or
+///    deliver as the [`Done`](crate::Done) says);
+/// 2. `poll_event` until `None`, printing messages and firing probes;
+/// 3. `poll_deferred` until `None`, appending each item to its FIFO of framework events
 ///    behind anything the input itself queued (a re-taste after a write-close), and later
-///    feeding each back through `run_deferred` (then draining again).
+///    feeding each back through `run_deferred` (then draining again);
+/// 4. `poll_timeout`, to know when to call `handle_timeout` next.
 pub struct Class {
     pub(crate) geoms: Slab<Geom>,
     /// Geoms in kernel order: newest first.
@@ -135,6 +145,8 @@ pub struct Class {
     pub(crate) tunables: Values,
     pub(crate) events: VecDeque<Event>,
     pub(crate) deferred: VecDeque<Deferred>,
+    /// The fixed timer table and what hangs on it (see [`crate::timer`]).
+    pub(crate) timers: Timers,
 }
 
 impl Default for Class {
@@ -153,6 +165,7 @@ impl Class {
             tunables,
             events: VecDeque::new(),
             deferred: VecDeque::new(),
+            timers: Timers::default(),
         }
     }
 

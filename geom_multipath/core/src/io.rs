@@ -12,6 +12,7 @@
 use crate::class::{Class, FAIL, LOST, POSTED};
 use crate::errno::Errno;
 use crate::event::{Message, Probe};
+use crate::timer::Time;
 use crate::topology::{GeomId, PathId};
 
 /// The command of a request (`bio_cmd`). Only reads are spread in Active/Read.
@@ -57,6 +58,9 @@ pub struct Bio {
     issued: u32,
     /// The path the request is on, between `start` and `done`.
     path: Option<PathId>,
+    /// When the current attempt counts as failed, if its path has an `io_timeout`
+    /// ([`Class::arm_deadline`]).
+    pub(crate) deadline: Option<Time>,
 }
 
 impl Bio {
@@ -71,6 +75,7 @@ impl Bio {
             attempts: 0,
             issued: 0,
             path: None,
+            deadline: None,
         }
     }
 
@@ -130,6 +135,7 @@ impl Class {
         bio.attempts = bio.attempts.max(ndisks);
         bio.issued += 1;
         bio.path = Some(path);
+        bio.deadline = None;
         self.member_mut(path).inflight += 1;
         Ok(path)
     }
@@ -141,6 +147,7 @@ impl Class {
     /// are delivered as they are. A LOST path whose last request drains is posted for
     /// detach.
     pub fn done(&mut self, bio: &mut Bio, result: Result<(), Errno>) -> Done {
+        bio.deadline = None;
         let Some(path) = bio.path.take() else {
             debug_assert!(false, "done of a request that is not in flight");
             return Done::deliver(Err(Errno::ENXIO));

@@ -9,7 +9,8 @@
 //! side by side with `g_multipath.c`: one small function per FreeBSD decision and per verb,
 //! with the FreeBSD name in its doc.
 //!
-//! It decides; it never acts. Data requests are tokens routed to paths; everything the
+//! It decides; it never acts; the clock-driven policy (the I/O deadline) sits on a fixed
+//! timer table ([`timer`]). Data requests are tokens routed to paths; everything the
 //! class asks the framework to do synchronously goes through the [`Topology`] trait;
 //! messages, probe firings and deferred work are queued for the driver to poll. There is no
 //! clock, no randomness (the one random number comes from the caller), no data buffer and no
@@ -40,6 +41,7 @@ pub mod state;
 mod taste;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
+pub mod timer;
 mod topology;
 mod verbs;
 pub mod wire;
@@ -51,6 +53,7 @@ pub use event::{Event, Level, Message, Probe};
 pub use io::{Bio, Done, Op, PHYSPATH_SUFFIX};
 pub use lifecycle::Destroyed;
 pub use state::{GeomState, GeomType, Mode, PathState};
+pub use timer::{Expired, Time, Timer};
 pub use topology::{Deferred, GeomId, PathId, ProviderInfo, Topology};
 pub use verbs::{strip_dev, VERBS};
 

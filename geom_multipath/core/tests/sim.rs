@@ -730,3 +730,110 @@ fn stop_while_open_still_fails_over_requests_in_flight() {
     assert_eq!(d.route, ["md0", "md1"], "reissued like FreeBSD");
     assert_eq!(d.result, Ok(()));
 }
+
+// ----- the I/O deadline (extension: kern.geom.multipath.io_timeout) ----------------------
+
+const SEC: u64 = 1_000_000_000;
+
+fn with_io_timeout(f: &mut Fabric, secs: u32) {
+    use geom_multipath::sysctl::Knob;
+    f.class
+        .tunables_mut()
+        .set(Knob::IoTimeout, secs)
+        .expect("in range");
+}
+
+#[test]
+fn io_deadline_fails_a_hung_active_path_over_to_the_next() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 2);
+    f.hang("md0", 0, 3600 * SEC);
+    let t = f.submit(WRITE, 0, 4096);
+    f.drive_until(2 * SEC - 1);
+    assert!(f.delivery(t).is_none(), "still waiting before the deadline");
+    f.drive_until(2 * SEC + 10 * MS);
+    let d = f.delivery(t).expect("delivered after the deadline");
+    assert_eq!(d.result, Ok(()));
+    assert_eq!(d.route, ["md0", "md1"]);
+    assert!(d.at >= 2 * SEC, "not before the deadline: {}", d.at);
+    assert_eq!(
+        f.take_messages(),
+        [
+            "GEOM_MULTIPATH: Error 6, md0 in FRED marked FAIL",
+            "GEOM_MULTIPATH: md1 is now active path in FRED",
+        ]
+    );
+    assert_eq!(
+        f.inflight_on("md0"),
+        0,
+        "the abandoned attempt is not counted"
+    );
+    f.finish(1000);
+}
+
+#[test]
+fn io_deadline_zero_waits_for_ever_as_freebsd_does() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    f.hang("md0", 0, 100 * SEC);
+    let t = f.submit(WRITE, 0, 4096);
+    f.drive_bounded(100);
+    let d = f.delivery(t).expect("delivered once the path answers");
+    assert_eq!(d.result, Ok(()));
+    assert_eq!(d.route, ["md0"]);
+    assert_eq!(d.at, 100 * SEC);
+    assert!(f.take_messages().is_empty());
+    assert_eq!(f.class.poll_timeout(), None, "no timer armed");
+}
+
+#[test]
+fn io_deadline_per_provider_override_wins_over_the_tunable() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 30);
+    f.class.set_io_timeout_override("md0", Some(1));
+    f.hang("md0", 0, 3600 * SEC);
+    let t = f.submit(READ, 0, 512);
+    f.drive_until(SEC + 10 * MS);
+    let d = f
+        .delivery(t)
+        .expect("failed over at the override's deadline");
+    assert_eq!(d.route, ["md0", "md1"]);
+    assert_eq!(f.class.io_timeout("md0"), 1);
+    assert_eq!(f.class.io_timeout("md1"), 30);
+    f.class.set_io_timeout_override("md0", None);
+    assert_eq!(f.class.io_timeout("md0"), 30);
+    f.finish(1000);
+}
+
+#[test]
+fn io_deadline_on_every_path_ends_in_enxio_after_one_deadline_per_path() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 1);
+    f.hang("md0", 0, 3600 * SEC);
+    f.hang("md1", 0, 3600 * SEC);
+    let t = f.submit(WRITE, 0, 4096);
+    f.drive_until(10 * SEC);
+    let d = f.delivery(t).expect("ends once every path timed out");
+    assert_eq!(d.result, Err(Errno::ENXIO));
+    assert_eq!(d.route, ["md0", "md1"]);
+    assert!(d.at >= 2 * SEC && d.at < 3 * SEC, "two deadlines: {}", d.at);
+    f.finish(1000);
+}
+
+#[test]
+fn io_deadline_answered_in_time_changes_nothing() {
+    let mut f = Fabric::create(3, Mode::ActiveActive);
+    with_io_timeout(&mut f, 1);
+    let tokens: Vec<u64> = (0..20).map(|i| f.submit(READ, i * 512, 512)).collect();
+    f.drive_bounded(1000);
+    for t in tokens {
+        let d = f.delivery(t).unwrap();
+        assert_eq!((d.result, d.route.len()), (Ok(()), 1));
+    }
+    assert!(f.take_messages().is_empty());
+    assert_eq!(
+        f.class.poll_timeout(),
+        None,
+        "a spurious wake disarmed the table"
+    );
+    assert_eq!(f.good_paths().len(), 3);
+}

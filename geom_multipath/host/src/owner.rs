@@ -11,8 +11,7 @@
 //! Nothing here blocks on a device: data I/O runs on path workers, and the few reads and
 //! writes the class makes itself (labels, taste) run on a helper thread with a deadline.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::net::ToSocketAddrs;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
@@ -23,8 +22,8 @@ use geom_multipath::geom_dump::conf_foreign_class;
 use geom_multipath::sysctl::{self, Knob, Values};
 use geom_multipath::wire::Reply;
 use geom_multipath::{
-    Bio, Class, CtlError, Deferred, Done, Errno, GeomId, Level, Op, PathId, ProviderInfo, Request,
-    Topology,
+    Bio, Class, CtlError, Deferred, Done, Errno, Expired, GeomId, Level, Op, PathId, ProviderInfo,
+    Request, Time, Topology,
 };
 use geom_multipath_proto::{Answer, Call, Knob as KnobAnswer};
 
@@ -159,12 +158,10 @@ pub struct Owner {
     workers: Workers,
     inflight: IdMap<u64, InFlight>,
     next_token: u64,
-    /// Attempt deadlines, earliest first: (when, token, attempt).
-    deadlines: BinaryHeap<Reverse<(Instant, u64, u32)>>,
+    /// The origin of the class's clock ([`Time`] 0).
+    clock: Instant,
     /// Timed-out attempts whose answers have not come back yet.
     abandoned: Abandoned,
-    /// Per-provider `io_timeout` overrides, in seconds.
-    io_timeouts: BTreeMap<String, u32>,
     queue: VecDeque<Job>,
     pub(crate) console: Console,
     settings: Settings,
@@ -195,9 +192,8 @@ impl Owner {
             workers: Workers::new(handle.clone()),
             inflight: IdMap::default(),
             next_token: 1,
-            deadlines: BinaryHeap::new(),
+            clock: Instant::now(),
             abandoned: IdMap::default(),
-            io_timeouts: BTreeMap::new(),
             queue: VecDeque::new(),
             console: Console::new(),
             settings,
@@ -424,9 +420,9 @@ impl Owner {
             });
             return;
         };
-        if let Some(limit) = self.io_timeout(&name) {
-            self.deadlines
-                .push(Reverse((Instant::now() + limit, token, attempt)));
+        let now = self.time_at(Instant::now());
+        if let Some(entry) = self.inflight.get_mut(&token) {
+            self.class.arm_deadline(&mut entry.bio, now);
         }
         let work = Work {
             token,
@@ -439,56 +435,47 @@ impl Owner {
         self.workers.submit(path, &name, work);
     }
 
-    /// The deadline of one request on provider `name`, if any: its override, else
-    /// `kern.geom.multipath.io_timeout`; 0 means wait for ever (FreeBSD's behaviour).
-    fn io_timeout(&self, name: &str) -> Option<Duration> {
-        let secs = self
-            .io_timeouts
-            .get(name)
-            .copied()
-            .unwrap_or_else(|| self.class.tunables().io_timeout());
-        (secs > 0).then(|| Duration::from_secs(u64::from(secs)))
+    /// `at` on the class's clock.
+    fn time_at(&self, at: Instant) -> Time {
+        Time(at.saturating_duration_since(self.clock).as_nanos() as u64)
     }
 
-    /// When the earliest attempt deadline falls, if any attempt has one.
+    /// When the class's next timer falls due, if one is armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.deadlines.peek().map(|Reverse((at, _, _))| *at)
+        self.class
+            .poll_timeout()
+            .map(|Time(nanos)| self.clock + Duration::from_nanos(nanos))
     }
 
-    /// Gives up on every attempt whose deadline has passed: its provider is fenced, so
-    /// nothing sent later through that path can race with the late copy, and the class
-    /// counts the attempt as ENXIO on that path (FAIL, and a reissue elsewhere).
+    /// Fires the class's timers due at `now` and carries out every attempt it gave up on:
+    /// the abandoned attempt's provider is fenced, so nothing sent later through that path
+    /// can race with the late copy, and the request goes on as the class decided (a
+    /// reissue elsewhere, or its answer).
     pub fn expire(&mut self, now: Instant) {
-        while let Some(&Reverse((at, token, attempt))) = self.deadlines.peek() {
-            if at > now {
-                return;
-            }
-            self.deadlines.pop();
+        let at = self.time_at(now);
+        self.class
+            .handle_timeout(at, self.inflight.values_mut().map(|e| &mut e.bio));
+        while let Some(Expired {
+            token,
+            abandoned_on,
+            done,
+        }) = self.class.poll_expired()
+        {
             let Some(entry) = self.inflight.get(&token) else {
-                continue; // answered in time
-            };
-            if entry.attempt != attempt {
-                continue; // an older attempt, answered or abandoned already
-            }
-            let Some(path) = entry.bio.path() else {
                 continue;
             };
-            let name = self.paths.get(&path).cloned().unwrap_or_default();
+            let attempt = entry.attempt;
+            let name = self.paths.get(&abandoned_on).cloned().unwrap_or_default();
             let waited = now.saturating_duration_since(entry.started);
             tracing::warn!(
                 "{name}: no answer to a request within its deadline ({:.1} s); fencing the path",
                 waited.as_secs_f64()
             );
             self.providers.fence(&name);
-            self.completion(Completion {
-                token,
-                attempt,
-                buf: None,
-                text: None,
-                result: Err(Errno::ENXIO),
-            });
             self.abandoned.insert((token, attempt), name);
+            self.carry_out(token, done);
         }
+        self.drain();
     }
 
     /// The late answer of an abandoned attempt arrived: once it is the last one out on its
@@ -521,19 +508,27 @@ impl Owner {
             entry.text = c.text;
         }
         let done = self.class.done(&mut entry.bio, c.result);
+        self.carry_out(c.token, done);
+        self.drain();
+    }
+
+    /// Does what the class decided about request `token`: send its next attempt, or
+    /// answer it.
+    fn carry_out(&mut self, token: u64, done: Done) {
         match done {
             Done::Reissue(path) => {
-                entry.attempt += 1;
-                self.dispatch(c.token, path);
+                if let Some(entry) = self.inflight.get_mut(&token) {
+                    entry.attempt += 1;
+                }
+                self.dispatch(token, path);
             }
             Done::Deliver { result, append } => {
-                if let Some(mut entry) = self.inflight.remove(&c.token) {
+                if let Some(mut entry) = self.inflight.remove(&token) {
                     let reply = entry.reply.take().expect("one reply per request");
                     reply(result.map(|()| payload(&mut entry, append)));
                 }
             }
         }
-        self.drain();
     }
 
     // ----- taste and device events -------------------------------------------------------
@@ -882,7 +877,12 @@ impl Owner {
     fn override_answer(&self, provider: &str, old: Option<u32>) -> KnobAnswer {
         KnobAnswer {
             name: format!("{IO_TIMEOUT_OVERRIDE_PREFIX}{provider}"),
-            value: u64::from(self.io_timeouts.get(provider).copied().unwrap_or(0)),
+            value: u64::from(
+                self.class
+                    .io_timeout_overrides()
+                    .find(|(name, _)| *name == provider)
+                    .map_or(0, |(_, secs)| secs),
+            ),
             old: old.map(u64::from),
             description: format!("io_timeout for requests to {provider}"),
         }
@@ -904,9 +904,9 @@ impl Owner {
             .map(|t| self.knob_answer(t, None))
             .collect();
         all.extend(
-            self.io_timeouts
-                .keys()
-                .map(|p| self.override_answer(p, None)),
+            self.class
+                .io_timeout_overrides()
+                .map(|(p, _)| self.override_answer(p, None)),
         );
         all.push(self.nop_debug_answer(None));
         all
@@ -922,10 +922,8 @@ impl Owner {
         let mut check = Values::default();
         check.set_text(Knob::IoTimeout, value)?;
         let secs = check.io_timeout();
-        let before = self
-            .io_timeouts
-            .insert(provider.to_string(), secs)
-            .unwrap_or_else(|| self.class.tunables().io_timeout());
+        let before = self.class.io_timeout(provider);
+        self.class.set_io_timeout_override(provider, Some(secs));
         Ok(before)
     }
 
@@ -1020,14 +1018,6 @@ impl Owner {
         }
         self.drain();
         result.unwrap_or_else(failed)
-    }
-
-    /// The requests in flight longer than `deadline`, oldest first (for statistics).
-    pub fn overdue(&self, deadline: Duration) -> usize {
-        self.inflight
-            .values()
-            .filter(|e| e.started.elapsed() > deadline)
-            .count()
     }
 
     /// Replaces the tunables (config file at start).

@@ -7,7 +7,11 @@
 //! fail with an errno, or hang); a timeline of scripted [`Action`]s changes outcomes, runs
 //! verbs, makes providers vanish (→ [`Class::orphan`]) and come back (→ taste), and submits
 //! requests. Requests are routed with [`Class::start`]; each attempt completes on its path
-//! after the path's latency, and [`Class::done`] is called, following `Reissue`.
+//! after the path's latency, and [`Class::done`] is called, following `Reissue`. Every
+//! attempt sent is armed with [`Class::arm_deadline`], and the class's timer table
+//! ([`Class::poll_timeout`]) is one more source of steps: when it falls due before the
+//! next scheduled event, [`Class::handle_timeout`] runs and each attempt given up on is
+//! abandoned (its late answer never comes back to the class) and carried out.
 //!
 //! The fabric owns the driver's side of the contract and nothing of the class's decisions:
 //! it never chooses a path itself. What it does own are the **invariants**, checked after
@@ -21,7 +25,9 @@ use std::fmt::Write as _;
 
 use geom_multipath::testkit::{test_uuid, MemTopology};
 use geom_multipath::wire::Reply;
-use geom_multipath::{Bio, Class, Done, Errno, Event, GeomId, Mode, Op, PathId, Probe};
+use geom_multipath::{
+    Bio, Class, Done, Errno, Event, Expired, GeomId, Mode, Op, PathId, Probe, Time,
+};
 
 /// Size of the one disk behind every path.
 pub const MIB: u64 = 1 << 20;
@@ -339,6 +345,16 @@ impl Fabric {
 
     /// Processes the next event in virtual time. Returns `false` if nothing is scheduled.
     pub fn step(&mut self) -> bool {
+        if let Some(Time(due)) = self.class.poll_timeout() {
+            let next = self.timeline.first_key_value().map(|(&(at, _), _)| at);
+            if next.is_none_or(|at| due < at) {
+                self.now = self.now.max(due);
+                self.steps += 1;
+                self.fire_timers();
+                self.after_input();
+                return true;
+            }
+        }
         let Some(((at, _), scheduled)) = self.timeline.pop_first() else {
             return false;
         };
@@ -377,13 +393,17 @@ impl Fabric {
         n
     }
 
-    /// Steps while the next event is due at or before `until`, then sets the clock to
-    /// `until`.
+    /// Steps while the next event or timer is due at or before `until`, then sets the
+    /// clock to `until`.
     pub fn drive_until(&mut self, until: u64) {
         while self
             .timeline
             .first_key_value()
-            .is_some_and(|(&(at, _), _)| at <= until)
+            .map(|(&(at, _), _)| at)
+            .into_iter()
+            .chain(self.class.poll_timeout().map(|Time(t)| t))
+            .min()
+            .is_some_and(|at| at <= until)
         {
             self.step();
         }
@@ -793,6 +813,38 @@ impl Fabric {
         );
         let at = self.now + self.latency_of(&provider);
         self.schedule(at, Scheduled::Complete(id));
+        let r = self.in_flight.get_mut(&token).unwrap();
+        self.class.arm_deadline(&mut r.bio, Time(self.now));
+    }
+
+    /// The class's timers fell due: every attempt it gives up on is abandoned (removed
+    /// with its scheduled completion, so its late answer is never seen) and what the class
+    /// decided for its request is carried out as for any completion.
+    fn fire_timers(&mut self) {
+        let bios = self.in_flight.values_mut().map(|r| &mut r.bio);
+        self.class.handle_timeout(Time(self.now), bios);
+        while let Some(Expired {
+            token,
+            abandoned_on,
+            done,
+        }) = self.class.poll_expired()
+        {
+            let Some((&id, _)) = self
+                .attempts
+                .iter()
+                .find(|(_, a)| a.token == token && a.path == abandoned_on)
+            else {
+                self.violation(&format!(
+                    "token {token} expired on {abandoned_on:?} with no attempt outstanding there"
+                ));
+            };
+            let attempt = self.attempts.remove(&id).expect("found above");
+            self.timeline
+                .retain(|_, s| !matches!(s, Scheduled::Complete(c) if *c == id));
+            self.topo.drain(&mut self.class);
+            self.count_restores();
+            self.judge(attempt, Err(Errno::ENXIO), true, done);
+        }
     }
 
     /// An attempt came back with `result`: ask the class what it means.
@@ -803,9 +855,22 @@ impl Fabric {
         let done = self.class.done(&mut bio, result);
         self.topo.drain(&mut self.class);
         self.count_restores();
+        self.in_flight.get_mut(&token).unwrap().bio = bio;
+        self.judge(attempt, result, failed_before, done);
+    }
+
+    /// Checks what the class decided about an attempt that ended with `result` (its bio
+    /// already updated) and carries it out.
+    fn judge(
+        &mut self,
+        attempt: Attempt,
+        result: Result<(), Errno>,
+        failed_before: bool,
+        done: Done,
+    ) {
+        let token = attempt.token;
         let fails_path = matches!(result, Err(e) if e.fails_path());
         let r = self.in_flight.get_mut(&token).unwrap();
-        r.bio = bio;
         r.all_failed &= fails_path;
         let op = r.bio.op;
         if !fails_path {
