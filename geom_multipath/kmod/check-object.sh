@@ -10,7 +10,10 @@
 #   * no SSE/AVX/x87 register in the code, no TLS;
 #   * undefined symbols only the kpi_* functions of kpi.h and memcpy/memset/memmove/
 #     memcmp/bcmp, and every gmp_rs_* entry point of kpi.h defined;
-#   * no stack frame of 2 KiB or more (kernel stacks are 16 KiB).
+#   * no stack frame of 2 KiB or more (kernel stacks are 16 KiB);
+#   * the geom methods (g_multipath_start, ...) are not global symbols: in every C object of
+#     the shim that cross-build.sh compiled against FreeBSD's headers (target/kmod-freebsd),
+#     no g_multipath_* function is GLOBAL (only the class and the method table are).
 # Prints "SKIPPED: <why>" and succeeds only when a prerequisite cannot be installed.
 #
 # Usage: check-object.sh [OUTPUT.o]     build, pre-link and check
@@ -150,6 +153,18 @@ echo "==> largest stack frames (bytes, function):"
 echo "$frames" | head -5 | cut -c1-110 | sed 's/^/      /'
 biggest=$(echo "$frames" | head -1 | awk '{ print ($1 == "" ? 0 : $1) }')
 [ "${biggest:-0}" -lt "$max_frame" ] || bad "a stack frame of $biggest bytes (limit $max_frame)"
+
+# The C side: a geom method that is a global symbol could be bound by any other module.
+shim_objs=$(find "${CARGO_TARGET_DIR:-$root/target}/kmod-freebsd" -name g_multipath_shim.o 2>/dev/null || true)
+if [ -n "$shim_objs" ]; then
+    for obj in $shim_objs; do
+        methods=$(readelf -sW "$obj" | awk '$4 == "FUNC" && $5 == "GLOBAL" && $7 != "UND" && $8 ~ /^g_multipath_/ { print $8 }')
+        [ -z "$methods" ] || bad "geom methods are global symbols in $obj: $(echo $methods)"
+    done
+    echo "==> geom methods static in $(echo "$shim_objs" | wc -l) shim object(s)"
+else
+    echo "==> geom methods: no shim object (cross-build.sh --compile makes them); tests/shim.rs checks the source"
+fi
 
 size=$(wc -c <"$out")
 echo "==> $out: $size bytes"

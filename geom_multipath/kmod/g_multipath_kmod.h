@@ -8,22 +8,28 @@
 #ifndef _G_MULTIPATH_KMOD_H_
 #define	_G_MULTIPATH_KMOD_H_
 
-/* The class and the methods a MULTIPATH geom gets (g_multipath_shim.c). */
+/*
+ * The class, and the methods a MULTIPATH geom (and taste's private geom) gets:
+ * the methods themselves are static in g_multipath_shim.c; kpi_freebsd.c sets
+ * them from this table.
+ */
 extern struct g_class g_multipath_class;
-g_start_t	g_multipath_start;
-g_orphan_t	g_multipath_orphan;
-g_orphan_t	g_multipath_taste_orphan;
-g_access_t	g_multipath_access;
-g_dumpconf_t	g_multipath_dumpconf;
-g_resize_t	g_multipath_resize;
-void		g_multipath_done(struct bio *bp);
+struct gmp_geom_methods {
+	g_start_t	*start;
+	g_orphan_t	*orphan;
+	g_access_t	*access;
+	g_dumpconf_t	*dumpconf;
+	g_resize_t	*resize;
+	g_orphan_t	*taste_orphan;
+	void		(*done)(struct bio *);
+};
+extern const struct gmp_geom_methods gmp_geom_methods;
 
-/* kpi_freebsd.c: the gate, the g_mp_kt process and the class's GEOM events. */
-void		gmp_kpi_init(void);
-void		gmp_kpi_cancel_events(void);
-void		gmp_kpi_fini(void);
-
-/* The SDT probes (defined in g_multipath_shim.c, fired in kpi_freebsd.c). */
+/*
+ * The SDT probes (defined in g_multipath_shim.c, fired in kpi_freebsd.c). The
+ * shim defines the "geom" provider itself rather than relying on the kernel
+ * to define sdt_provider_geom (see the shim).
+ */
 SDT_PROVIDER_DECLARE(geom);
 SDT_PROBE_DECLARE(geom, multipath, config, restore);
 SDT_PROBE_DECLARE(geom, multipath, config, remove);

@@ -15,6 +15,7 @@
 #include <sys/bio.h>
 #include <sys/kernel.h>
 #include <sys/lock.h>
+#include <sys/malloc.h>
 #include <sys/module.h>
 #include <sys/mutex.h>
 #include <sys/sbuf.h>
@@ -66,6 +67,15 @@ SYSCTL_PROC(_kern_geom_multipath, OID_AUTO, io_timeout,
     g_multipath_sysctl_knob, "IU",
     "Seconds a path may take to answer a request before it is failed (0: wait)");
 
+/*
+ * The "geom" SDT provider is defined here, not only declared: whether a
+ * kernel defines sdt_provider_geom varies by branch and by kernel options, and
+ * an undefined symbol would make kldload fail. The SDT framework merges
+ * providers of the same name (sdt_create_provider() takes a reference on an
+ * existing one), and kmod.mk makes the module's symbols local, so this
+ * definition does not clash with a kernel that has its own.
+ */
+SDT_PROVIDER_DEFINE(geom);
 SDT_PROBE_DEFINE2(geom, multipath, config, restore, "char*", "char*");
 SDT_PROBE_DEFINE2(geom, multipath, config, remove, "char*", "char*");
 SDT_PROBE_DEFINE2(geom, multipath, config, disconnect, "char*", "char*");
@@ -78,6 +88,13 @@ static g_ctl_req_t g_multipath_config;
 static g_ctl_destroy_geom_t g_multipath_destroy_geom;
 static g_init_t g_multipath_init;
 static g_fini_t g_multipath_fini;
+static g_start_t g_multipath_start;
+static g_orphan_t g_multipath_orphan;
+static g_orphan_t g_multipath_taste_orphan;
+static g_access_t g_multipath_access;
+static g_dumpconf_t g_multipath_dumpconf;
+static g_resize_t g_multipath_resize;
+static void g_multipath_done(struct bio *bp);
 
 struct g_class g_multipath_class = {
 	.name		= "MULTIPATH",
@@ -91,21 +108,20 @@ struct g_class g_multipath_class = {
 
 /* ----- class methods ------------------------------------------------------ */
 
+/* The g_mp_kt process and the gate exist from MOD_LOAD on (see the end). */
 static void
 g_multipath_init(struct g_class *mp __unused)
 {
 
-	gmp_kpi_init();
 	gmp_rs_init();
 }
 
+/* Stops g_mp_kt (drained), drops the class, then cancels its events. */
 static void
 g_multipath_fini(struct g_class *mp __unused)
 {
 
-	gmp_kpi_cancel_events();
 	gmp_rs_fini();
-	gmp_kpi_fini();
 }
 
 static struct g_geom *
@@ -137,21 +153,21 @@ g_multipath_destroy_geom(struct gctl_req *req __unused,
 
 /* ----- geom methods (set on every MULTIPATH geom by kpi_g_new_geom) -------- */
 
-void
+static void
 g_multipath_start(struct bio *bp)
 {
 
 	gmp_rs_start(bp);
 }
 
-void
+static void
 g_multipath_done(struct bio *bp)
 {
 
 	gmp_rs_done(bp);
 }
 
-void
+static void
 g_multipath_orphan(struct g_consumer *cp)
 {
 
@@ -160,12 +176,12 @@ g_multipath_orphan(struct g_consumer *cp)
 }
 
 /* Taste's private consumer lives only inside kpi_g_taste_read(), which detaches it. */
-void
+static void
 g_multipath_taste_orphan(struct g_consumer *cp __unused)
 {
 }
 
-int
+static int
 g_multipath_access(struct g_provider *pp, int dr, int dw, int de)
 {
 
@@ -173,7 +189,7 @@ g_multipath_access(struct g_provider *pp, int dr, int dw, int de)
 	return (gmp_rs_access(pp, dr, dw, de));
 }
 
-void
+static void
 g_multipath_resize(struct g_consumer *cp)
 {
 
@@ -181,7 +197,7 @@ g_multipath_resize(struct g_consumer *cp)
 	gmp_rs_resize(cp);
 }
 
-void
+static void
 g_multipath_dumpconf(struct sbuf *sb, const char *indent, struct g_geom *gp,
     struct g_consumer *cp, struct g_provider *pp)
 {
@@ -189,5 +205,53 @@ g_multipath_dumpconf(struct sbuf *sb, const char *indent, struct g_geom *gp,
 	gmp_rs_dumpconf(sb, indent, strlen(indent), gp, cp, pp);
 }
 
-DECLARE_GEOM_CLASS(g_multipath_class, g_multipath);
+const struct gmp_geom_methods gmp_geom_methods = {
+	.start		= g_multipath_start,
+	.orphan		= g_multipath_orphan,
+	.access		= g_multipath_access,
+	.dumpconf	= g_multipath_dumpconf,
+	.resize		= g_multipath_resize,
+	.taste_orphan	= g_multipath_taste_orphan,
+	.done		= g_multipath_done,
+};
+
+/* ----- the module ------------------------------------------------------------ */
+
+/*
+ * DECLARE_GEOM_CLASS with our own event handler around g_modevent(): the
+ * g_mp_kt process is created here, where a failure (kproc_create(9) at
+ * maxproc) fails the load, since g_class.init cannot fail. It is stopped by
+ * the class's fini; what is left (the gate) goes once the unload succeeded,
+ * or when the load fails after gmp_rs_load().
+ */
+static int
+g_multipath_modevent(module_t mod, int type, void *data)
+{
+	int error;
+
+	switch (type) {
+	case MOD_LOAD:
+		error = gmp_rs_load();
+		if (error != 0)
+			return (error);
+		error = g_modevent(mod, type, data);
+		if (error != 0)
+			gmp_rs_unload();
+		return (error);
+	case MOD_UNLOAD:
+		error = g_modevent(mod, type, data);
+		if (error == 0)
+			gmp_rs_unload();
+		return (error);
+	default:
+		return (g_modevent(mod, type, data));
+	}
+}
+
+static moduledata_t g_multipath_mod = {
+	"g_multipath",
+	g_multipath_modevent,
+	&g_multipath_class
+};
+DECLARE_MODULE(g_multipath, g_multipath_mod, SI_SUB_DRIVERS, SI_ORDER_THIRD);
 MODULE_VERSION(geom_multipath, 0);

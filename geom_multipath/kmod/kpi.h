@@ -132,6 +132,23 @@ bool	 kpi_gate_try_enter(void);
 /** Gives back what kpi_gate_try_enter took. */
 void	 kpi_gate_try_exit(void);
 
+/* ----- module life ------------------------------------------------------------ */
+
+/**
+ * MOD_LOAD: creates the class gate and the g_mp_kt kernel process. Returns 0,
+ * or kproc_create(9)'s errno with nothing left behind.
+ */
+int	 kpi_setup(void);
+/**
+ * Stops g_mp_kt once it has drained both its queues and waits until it has
+ * left the module's code (kproc_exit(9)). Nothing if it is not running.
+ */
+void	 kpi_worker_stop(void);
+/** g_cancel_event(9): every class event still pending runs gmp_rs_event(true) now. */
+void	 kpi_cancel_events(void);
+/** Undoes kpi_setup(), stopping g_mp_kt first if it still runs; nothing if not set up. */
+void	 kpi_teardown(void);
+
 /* ----- deferred work ---------------------------------------------------------- */
 
 /**
@@ -141,6 +158,11 @@ void	 kpi_gate_try_exit(void);
 int	 kpi_post_event(int flags);
 /** Queues `bp` to the g_mp_kt kernel process, which calls gmp_rs_work_*(). */
 void	 kpi_worker_enqueue(struct bio *bp, enum kpi_work kind);
+/**
+ * Whether requests queued with KPI_WORK_START are waiting or being routed:
+ * a new request then queues behind them instead of overtaking them.
+ */
+bool	 kpi_worker_starts_pending(void);
 
 /* ----- DTrace ------------------------------------------------------------------ */
 
@@ -276,9 +298,16 @@ void	 kpi_sbuf_cat(struct sbuf *sb, const char *s, size_t len);
 
 /* ===== implemented in Rust, called by the shim ================================================= */
 
-/** g_class init: the class comes to life (after the shim's own set-up). */
+/** MOD_LOAD, before g_modevent(): 0, or the errno that fails the load. */
+int	 gmp_rs_load(void);
+/** MOD_UNLOAD after a successful g_modevent(), or a load that failed after gmp_rs_load(). */
+void	 gmp_rs_unload(void);
+/** g_class init: the class comes to life. */
 void	 gmp_rs_init(void);
-/** g_class fini: the class goes (GEOM has checked that no geom is left). */
+/**
+ * g_class fini: the class goes (GEOM has checked that no geom is left):
+ * g_mp_kt is stopped and drained, the class dropped, its events cancelled.
+ */
 void	 gmp_rs_fini(void);
 /** g_class taste. */
 struct g_geom *gmp_rs_taste(struct g_provider *pp);

@@ -12,9 +12,11 @@
  *    (kpi_gate_try_enter) and hands its request to g_mp_kt when it is busy;
  *  - g_mp_kt, the kernel process that serves the class's two queues (requests
  *    to route, completions to judge), as FreeBSD's g_multipath does for its
- *    failed completions;
+ *    failed completions; created by the module's MOD_LOAD handler (where a
+ *    failure can fail the load) and stopped, after it has drained its queues,
+ *    by the class's fini method;
  *  - the GEOM event that runs the class's deferred work (gmp_rs_event), posted
- *    with a reference the fini method cancels.
+ *    with a reference that is cancelled once the class is gone.
  */
 
 #include <sys/param.h>
@@ -23,6 +25,7 @@
 #include <sys/kernel.h>
 #include <sys/kthread.h>
 #include <sys/libkern.h>
+#include <sys/limits.h>
 #include <sys/lock.h>
 #include <sys/malloc.h>
 #include <sys/mutex.h>
@@ -63,6 +66,18 @@ _Static_assert(sizeof(off_t) == sizeof(uint64_t), "off_t");
 #define	GMP_NAMELEN	256
 
 static MALLOC_DEFINE(M_GMULTIPATH, "gmultipath", "GEOM MULTIPATH class (Rust)");
+
+/*
+ * The precision for printing `len` bytes with "%.*s": an int, so a length
+ * above INT_MAX would become a negative precision (print up to a NUL the
+ * Rust side never wrote). Clamped; the Rust side clamps too.
+ */
+static int
+gmp_prec(size_t len)
+{
+
+	return (len > INT_MAX ? INT_MAX : (int)len);
+}
 
 /* (ptr, len) into a NUL-terminated buffer of `size` bytes; false if it does not fit. */
 static bool
@@ -120,11 +135,21 @@ kpi_free(void *ptr, size_t size __unused, size_t align)
 		free(((void **)ptr)[-1], M_GMULTIPATH);
 }
 
+static struct mtx gmp_gate_mtx;
+static struct mtx gmp_kt_mtx;
+
+/*
+ * Whether malloc(9) may be asked to sleep here: not inside a
+ * THREAD_NO_SLEEPING section (g_down, g_up, the data path's hold of the
+ * gate), not in a critical section, and not while this thread holds one of
+ * the module's own mutexes (the only mutexes the module's code runs under).
+ */
 bool
 kpi_can_sleep(void)
 {
 
-	return (THREAD_CAN_SLEEP());
+	return (THREAD_CAN_SLEEP() && curthread->td_critnest == 0 &&
+	    !mtx_owned(&gmp_gate_mtx) && !mtx_owned(&gmp_kt_mtx));
 }
 
 /* ----- console, panic, randomness ------------------------------------------------- */
@@ -133,14 +158,14 @@ void
 kpi_log(enum kpi_log_level level __unused, const char *msg, size_t len)
 {
 
-	printf("%.*s\n", (int)len, msg);
+	printf("%.*s\n", gmp_prec(len), msg);
 }
 
 void
 kpi_panic(const char *msg, size_t len)
 {
 
-	panic("%.*s", (int)len, msg);
+	panic("%.*s", gmp_prec(len), msg);
 }
 
 uint32_t
@@ -152,7 +177,6 @@ kpi_random(void)
 
 /* ----- the class gate ------------------------------------------------------------- */
 
-static struct mtx gmp_gate_mtx;
 static bool gmp_gate_busy;		/* a sleepable owner holds the class */
 static struct thread *gmp_gate_owner;	/* ... this one */
 static bool gmp_gate_unlocked;		/* ... with the topology lock dropped for I/O */
@@ -251,19 +275,28 @@ gmp_topology_retake(void)
 
 /* ----- g_mp_kt and the class's GEOM events ------------------------------------------ */
 
-static struct mtx gmp_kt_mtx;
 static struct bio_queue_head gmp_kt_start;	/* KPI_WORK_START */
 static struct bio_queue_head gmp_kt_done;	/* KPI_WORK_DONE */
+/* Requests queued to gmp_kt_start or being routed by g_mp_kt (gmp_kt_mtx). */
+static u_int gmp_kt_starts;
 static enum { GMP_KT_NIL, GMP_KT_RUN, GMP_KT_DIE } gmp_kt_state;
+static struct proc *gmp_kt_proc;
+static bool gmp_kpi_ready;	/* the mutexes exist (kpi_setup .. kpi_teardown) */
 static int gmp_event_ref;	/* the reference every class event carries */
 
+/*
+ * g_mp_kt: serves completions first, then requests, in FIFO order; on
+ * GMP_KT_DIE it first drains both queues. Its last act in this module's text
+ * is the call of kproc_exit(9), whose wakeup(p) is what kpi_worker_stop()
+ * waits for.
+ */
 static void
 g_multipath_kt(void *arg __unused)
 {
 	struct bio *bp;
 
 	mtx_lock(&gmp_kt_mtx);
-	while (gmp_kt_state == GMP_KT_RUN) {
+	for (;;) {
 		if ((bp = bioq_takefirst(&gmp_kt_done)) != NULL) {
 			mtx_unlock(&gmp_kt_mtx);
 			gmp_rs_work_done(bp);
@@ -272,14 +305,14 @@ g_multipath_kt(void *arg __unused)
 			mtx_unlock(&gmp_kt_mtx);
 			gmp_rs_work_start(bp);
 			mtx_lock(&gmp_kt_mtx);
-		} else
+			gmp_kt_starts--;
+		} else if (gmp_kt_state == GMP_KT_DIE)
+			break;
+		else
 			msleep(&gmp_kt_state, &gmp_kt_mtx, PRIBIO, "gkt:wait",
 			    0);
 	}
-	KASSERT(bioq_first(&gmp_kt_done) == NULL &&
-	    bioq_first(&gmp_kt_start) == NULL, ("g_mp_kt: work left at exit"));
 	gmp_kt_state = GMP_KT_NIL;
-	wakeup(&gmp_kt_state);
 	mtx_unlock(&gmp_kt_mtx);
 	kproc_exit(0);
 }
@@ -289,10 +322,26 @@ kpi_worker_enqueue(struct bio *bp, enum kpi_work kind)
 {
 
 	mtx_lock(&gmp_kt_mtx);
-	bioq_insert_tail(kind == KPI_WORK_START ? &gmp_kt_start : &gmp_kt_done,
-	    bp);
+	KASSERT(gmp_kt_state != GMP_KT_NIL,
+	    ("kpi_worker_enqueue: g_mp_kt is gone"));
+	if (kind == KPI_WORK_START) {
+		bioq_insert_tail(&gmp_kt_start, bp);
+		gmp_kt_starts++;
+	} else
+		bioq_insert_tail(&gmp_kt_done, bp);
 	mtx_unlock(&gmp_kt_mtx);
 	wakeup(&gmp_kt_state);
+}
+
+bool
+kpi_worker_starts_pending(void)
+{
+	bool pending;
+
+	mtx_lock(&gmp_kt_mtx);
+	pending = gmp_kt_starts != 0;
+	mtx_unlock(&gmp_kt_mtx);
+	return (pending);
 }
 
 static void
@@ -311,38 +360,68 @@ kpi_post_event(int flags)
 	    NULL));
 }
 
-void
-gmp_kpi_init(void)
+int
+kpi_setup(void)
 {
 	int error;
 
+	KASSERT(!gmp_kpi_ready, ("kpi_setup: twice"));
 	mtx_init(&gmp_gate_mtx, "gmultipath gate", NULL, MTX_DEF);
 	mtx_init(&gmp_kt_mtx, "gmtbq", NULL, MTX_DEF);
 	bioq_init(&gmp_kt_start);
 	bioq_init(&gmp_kt_done);
+	gmp_kt_starts = 0;
 	gmp_kt_state = GMP_KT_RUN;
-	error = kproc_create(g_multipath_kt, NULL, NULL, 0, 0, "g_mp_kt");
-	if (error != 0)
-		panic("geom_multipath: cannot start g_mp_kt (%d)", error);
+	error = kproc_create(g_multipath_kt, NULL, &gmp_kt_proc, 0, 0,
+	    "g_mp_kt");
+	if (error != 0) {
+		gmp_kt_state = GMP_KT_NIL;
+		gmp_kt_proc = NULL;
+		mtx_destroy(&gmp_kt_mtx);
+		mtx_destroy(&gmp_gate_mtx);
+		return (error);
+	}
+	gmp_kpi_ready = true;
+	return (0);
 }
 
 void
-gmp_kpi_cancel_events(void)
+kpi_worker_stop(void)
+{
+
+	if (!gmp_kpi_ready)
+		return;
+	mtx_lock(&gmp_kt_mtx);
+	if (gmp_kt_state == GMP_KT_RUN) {
+		gmp_kt_state = GMP_KT_DIE;
+		wakeup(&gmp_kt_state);
+		/*
+		 * g_mp_kt can only set NIL once this sleep has released the
+		 * mutex, and then ends in kproc_exit(9), which wakes us
+		 * through its proc.
+		 */
+		while (gmp_kt_state != GMP_KT_NIL)
+			msleep(gmp_kt_proc, &gmp_kt_mtx, PRIBIO, "gmp:fini",
+			    0);
+	}
+	mtx_unlock(&gmp_kt_mtx);
+}
+
+void
+kpi_cancel_events(void)
 {
 
 	g_cancel_event(&gmp_event_ref);
 }
 
 void
-gmp_kpi_fini(void)
+kpi_teardown(void)
 {
 
-	mtx_lock(&gmp_kt_mtx);
-	gmp_kt_state = GMP_KT_DIE;
-	wakeup(&gmp_kt_state);
-	while (gmp_kt_state != GMP_KT_NIL)
-		msleep(&gmp_kt_state, &gmp_kt_mtx, PRIBIO, "gmp:fini", 0);
-	mtx_unlock(&gmp_kt_mtx);
+	if (!gmp_kpi_ready)
+		return;
+	kpi_worker_stop();
+	gmp_kpi_ready = false;
 	mtx_destroy(&gmp_kt_mtx);
 	mtx_destroy(&gmp_gate_mtx);
 }
@@ -459,7 +538,7 @@ kpi_bio_clone(struct bio *bp)
 
 	cbp = g_clone_bio(bp);
 	if (cbp != NULL)
-		cbp->bio_done = g_multipath_done;
+		cbp->bio_done = gmp_geom_methods.done;
 	return (cbp);
 }
 
@@ -635,13 +714,13 @@ kpi_g_new_geom(const char *name, size_t len, struct g_provider **ppp)
 	struct g_provider *pp;
 
 	g_topology_assert();
-	gp = g_new_geomf(&g_multipath_class, "%.*s", (int)len, name);
-	gp->start = g_multipath_start;
-	gp->orphan = g_multipath_orphan;
-	gp->access = g_multipath_access;
-	gp->dumpconf = g_multipath_dumpconf;
-	gp->resize = g_multipath_resize;
-	pp = g_new_providerf(gp, "multipath/%.*s", (int)len, name);
+	gp = g_new_geomf(&g_multipath_class, "%.*s", gmp_prec(len), name);
+	gp->start = gmp_geom_methods.start;
+	gp->orphan = gmp_geom_methods.orphan;
+	gp->access = gmp_geom_methods.access;
+	gp->dumpconf = gmp_geom_methods.dumpconf;
+	gp->resize = gmp_geom_methods.resize;
+	pp = g_new_providerf(gp, "multipath/%.*s", gmp_prec(len), name);
 	g_error_provider(pp, 0);
 	*ppp = pp;
 	return (gp);
@@ -717,7 +796,7 @@ kpi_g_taste_read(struct g_provider *pp, uint64_t offset, void *buf, size_t len)
 
 	g_topology_assert();
 	gp = g_new_geomf(&g_multipath_class, "multipath:taste");
-	gp->orphan = g_multipath_taste_orphan;
+	gp->orphan = gmp_geom_methods.taste_orphan;
 	cp = g_new_consumer(gp);
 	data = NULL;
 	error = g_attach(cp, pp);
@@ -771,7 +850,7 @@ void
 kpi_gctl_error(struct gctl_req *req, const char *msg, size_t len)
 {
 
-	gctl_error(req, "%.*s", (int)len, msg);
+	gctl_error(req, "%.*s", gmp_prec(len), msg);
 }
 
 void
@@ -781,6 +860,8 @@ kpi_gctl_set_param(struct gctl_req *req, const char *name, size_t name_len,
 	char param[GMP_NAMELEN];
 
 	if (!gmp_cstr(param, sizeof(param), name, name_len))
+		return;
+	if (len > INT_MAX)
 		return;
 	gctl_set_param_err(req, param, value, (int)len);
 }

@@ -13,14 +13,14 @@ use core::alloc::{GlobalAlloc, Layout};
 use core::ptr::NonNull;
 
 use crate::bindings as b;
+use crate::ffi::kernel;
 
 /// The module's global allocator: `malloc(9)` under the module's own malloc type.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct KpiAlloc;
 
 fn wait_flag() -> i32 {
-    // SAFETY: no preconditions; reads the current thread's state.
-    if unsafe { b::kpi_can_sleep() } {
+    if kernel::can_sleep() {
         b::KPI_M_WAITOK
     } else {
         b::KPI_M_NOWAIT
@@ -34,18 +34,18 @@ unsafe impl GlobalAlloc for KpiAlloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: layout has a non-zero size and a power-of-two alignment (GlobalAlloc's
         // contract), which is what kpi_malloc requires.
-        unsafe { b::kpi_malloc(layout.size(), layout.align(), wait_flag()) }.cast()
+        unsafe { kernel::malloc(layout.size(), layout.align(), wait_flag()) }.cast()
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let flags = wait_flag() | b::KPI_M_ZERO;
         // SAFETY: as in alloc.
-        unsafe { b::kpi_malloc(layout.size(), layout.align(), flags) }.cast()
+        unsafe { kernel::malloc(layout.size(), layout.align(), flags) }.cast()
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         // SAFETY: `ptr` came from alloc/alloc_zeroed with this layout (GlobalAlloc's contract).
-        unsafe { b::kpi_free(ptr.cast(), layout.size(), layout.align()) }
+        unsafe { kernel::free(ptr.cast(), layout.size(), layout.align()) }
     }
 }
 
@@ -54,7 +54,7 @@ pub(crate) fn try_alloc<T>(value: T) -> Option<NonNull<T>> {
     let layout = Layout::new::<T>();
     debug_assert!(layout.size() != 0);
     // SAFETY: non-zero size, power-of-two alignment.
-    let raw = unsafe { b::kpi_malloc(layout.size(), layout.align(), b::KPI_M_NOWAIT) };
+    let raw = unsafe { kernel::malloc(layout.size(), layout.align(), b::KPI_M_NOWAIT) };
     let ptr = NonNull::new(raw.cast::<T>())?;
     // SAFETY: freshly allocated, large enough and aligned for T, and not aliased.
     unsafe { ptr.as_ptr().write(value) };
@@ -70,5 +70,5 @@ pub(crate) unsafe fn free<T>(ptr: NonNull<T>) {
     // SAFETY: a live T from try_alloc, dropped exactly once (this function's contract).
     unsafe { ptr.as_ptr().drop_in_place() };
     // SAFETY: the same size and alignment try_alloc allocated with.
-    unsafe { b::kpi_free(ptr.as_ptr().cast(), layout.size(), layout.align()) };
+    unsafe { kernel::free(ptr.as_ptr().cast(), layout.size(), layout.align()) };
 }

@@ -100,10 +100,20 @@ unsafe extern "C" {
     pub fn kpi_gate_try_enter() -> bool;
     #[doc = " Gives back what kpi_gate_try_enter took."]
     pub fn kpi_gate_try_exit();
+    #[doc = " MOD_LOAD: creates the class gate and the g_mp_kt kernel process. Returns 0,\n or kproc_create(9)'s errno with nothing left behind."]
+    pub fn kpi_setup() -> ::core::ffi::c_int;
+    #[doc = " Stops g_mp_kt once it has drained both its queues and waits until it has\n left the module's code (kproc_exit(9)). Nothing if it is not running."]
+    pub fn kpi_worker_stop();
+    #[doc = " g_cancel_event(9): every class event still pending runs gmp_rs_event(true) now."]
+    pub fn kpi_cancel_events();
+    #[doc = " Undoes kpi_setup(), stopping g_mp_kt first if it still runs; nothing if not set up."]
+    pub fn kpi_teardown();
     #[doc = " g_post_event(9) of one call of gmp_rs_event() on the GEOM event thread, in\n FIFO order with GEOM's own events. Returns 0 or an errno (KPI_M_NOWAIT)."]
     pub fn kpi_post_event(flags: ::core::ffi::c_int) -> ::core::ffi::c_int;
     #[doc = " Queues `bp` to the g_mp_kt kernel process, which calls gmp_rs_work_*()."]
     pub fn kpi_worker_enqueue(bp: *mut bio, kind: kpi_work);
+    #[doc = " Whether requests queued with KPI_WORK_START are waiting or being routed:\n a new request then queues behind them instead of overtaking them."]
+    pub fn kpi_worker_starts_pending() -> bool;
     #[doc = " Fires geom:multipath:config:<probe>(a, b[, error])."]
     pub fn kpi_sdt_config(
         probe: kpi_sdt_config,
@@ -238,9 +248,13 @@ unsafe extern "C" {
     );
     #[doc = " sbuf_bcat(9)."]
     pub fn kpi_sbuf_cat(sb: *mut sbuf, s: *const ::core::ffi::c_char, len: usize);
-    #[doc = " g_class init: the class comes to life (after the shim's own set-up)."]
+    #[doc = " MOD_LOAD, before g_modevent(): 0, or the errno that fails the load."]
+    pub fn gmp_rs_load() -> ::core::ffi::c_int;
+    #[doc = " MOD_UNLOAD after a successful g_modevent(), or a load that failed after gmp_rs_load()."]
+    pub fn gmp_rs_unload();
+    #[doc = " g_class init: the class comes to life."]
     pub fn gmp_rs_init();
-    #[doc = " g_class fini: the class goes (GEOM has checked that no geom is left)."]
+    #[doc = " g_class fini: the class goes (GEOM has checked that no geom is left):\n g_mp_kt is stopped and drained, the class dropped, its events cancelled."]
     pub fn gmp_rs_fini();
     #[doc = " g_class taste."]
     pub fn gmp_rs_taste(pp: *mut g_provider) -> *mut g_geom;

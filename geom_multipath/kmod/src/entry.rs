@@ -16,8 +16,9 @@ use geom_multipath::{Errno, GeomView};
 
 use crate::bindings as b;
 use crate::ctl;
+use crate::ffi::kernel;
 use crate::ffi::{self, Bio, Consumer, GctlReq, Geom, Provider, Sbuf};
-use crate::gate::{Held, Module};
+use crate::gate::{defer_close, Close, Held, Module};
 use crate::io;
 use crate::output;
 use crate::topology::PreRead;
@@ -38,10 +39,33 @@ fn sync_stripes(m: &mut Module) {
     }
 }
 
+/// MOD_LOAD, before `g_modevent`: the gate and the `g_mp_kt` process, or the errno that fails
+/// the load (`kproc_create` at maxproc) with nothing left behind.
+///
+/// # Safety
+/// Called once per load by the module's event handler.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gmp_rs_load() -> i32 {
+    ffi::errno_of(kernel::setup())
+}
+
+/// MOD_UNLOAD after the class is gone, or a load that failed after [`gmp_rs_load`]: whatever
+/// of the module's life is left (normally only the gate; `g_mp_kt` and the events too if the
+/// class never came to life).
+///
+/// # Safety
+/// Called by the module's event handler, once nothing can call into the class any more.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn gmp_rs_unload() {
+    kernel::worker_stop();
+    kernel::cancel_events();
+    kernel::teardown();
+}
+
 /// `g_multipath_init`: the class comes to life with no geom.
 ///
 /// # Safety
-/// Called once by the shim's init method, after the gate and `g_mp_kt` exist.
+/// Called once by the shim's init method, after [`gmp_rs_load`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmp_rs_init() {
     if let Ok(mut held) = Held::enter() {
@@ -50,17 +74,21 @@ pub unsafe extern "C" fn gmp_rs_init() {
     }
 }
 
-/// `g_multipath_fini`: the class goes. GEOM has made sure no geom is left, and the shim has
-/// cancelled the class's pending events.
+/// `g_multipath_fini`: the class goes. GEOM has made sure no geom is left. In this order:
+/// `g_mp_kt` drains its queues and stops (its work needs the class), the class is dropped,
+/// and only then are the class's pending events cancelled, so that nothing posted by the
+/// first two steps can run after the module is gone.
 ///
 /// # Safety
 /// Called once by the shim's fini method, before the gate is destroyed.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmp_rs_fini() {
+    kernel::worker_stop();
     if let Ok(mut held) = Held::enter() {
         drop(held.install(None));
-        output::POSTED.store(0, core::sync::atomic::Ordering::Release);
     }
+    kernel::cancel_events();
+    output::POSTED.store(0, core::sync::atomic::Ordering::Release);
 }
 
 /// `g_multipath_taste` (GEOM event thread, topology lock held).
@@ -93,9 +121,9 @@ pub unsafe extern "C" fn gmp_rs_taste(pp: *mut b::g_provider) -> *mut b::g_geom 
         return ptr::null_mut();
     };
     m.topo.preread = preread;
-    // SAFETY: no preconditions.
-    let random = unsafe { b::kpi_random() };
-    let geom = m.class.taste(&mut m.topo, &info, random);
+    m.topo.tasting = Some(pp);
+    let geom = m.class.taste(&mut m.topo, &info, kernel::random());
+    m.topo.tasting = None;
     m.topo.preread = None;
     output::drain(m, None);
     sync_stripes(m);
@@ -245,7 +273,8 @@ pub unsafe extern "C" fn gmp_rs_orphan(cp: *mut b::g_consumer) {
 }
 
 /// `g_multipath_access` (any thread holding the topology lock). A geom the class no longer
-/// knows (withered) accepts closes and refuses opens.
+/// knows (withered) accepts closes and refuses opens. A close never fails (GEOM asserts it):
+/// one that re-enters the class on the thread holding the gate is deferred to the next hold.
 ///
 /// # Safety
 /// `pp` must be a live provider of this class.
@@ -258,7 +287,17 @@ pub unsafe extern "C" fn gmp_rs_access(pp: *mut b::g_provider, dr: i32, dw: i32,
     };
     let mut held = match Held::enter() {
         Ok(held) => held,
-        Err(e) => return e.0,
+        Err(e) if opening => return e.0,
+        Err(_) => {
+            // SAFETY: kpi_gate_enter answers EDEADLK only to the thread that holds the gate.
+            unsafe {
+                defer_close(Close {
+                    gp,
+                    deltas: (dr, dw, de),
+                })
+            };
+            return 0;
+        }
     };
     let Some(m) = held.module() else {
         return unknown;
@@ -268,7 +307,26 @@ pub unsafe extern "C" fn gmp_rs_access(pp: *mut b::g_provider, dr: i32, dw: i32,
     };
     let result = m.class.access(&mut m.topo, geom, dr, dw, de);
     output::drain(m, None);
-    ffi::errno_of(result)
+    if opening {
+        ffi::errno_of(result)
+    } else {
+        0
+    }
+}
+
+/// Applies the closes [`gmp_rs_access`] had to defer, oldest first (called by every
+/// [`Held::enter`]).
+pub(crate) fn apply_deferred_closes(held: &mut Held) {
+    while let Some(close) = held.take_close() {
+        let Some(m) = held.module() else {
+            continue;
+        };
+        if let Some(geom) = m.topo.geom_of(close.gp) {
+            let (dr, dw, de) = close.deltas;
+            let _ = m.class.access(&mut m.topo, geom, dr, dw, de);
+            output::drain(m, None);
+        }
+    }
 }
 
 /// `g_multipath_resize` (GEOM event thread).
@@ -364,6 +422,8 @@ const SIGNATURES_MATCH_KPI_H: () = {
         )*};
     }
     same! {
+        gmp_rs_load();
+        gmp_rs_unload();
         gmp_rs_init();
         gmp_rs_fini();
         gmp_rs_taste(_);

@@ -8,9 +8,13 @@
 //! for as long as GEOM keeps it (the class withers its own), a consumer until the class detaches
 //! it, a request until the class delivers it, a clone until the class retires or completes it.
 //!
+//! The kernel's services that take no object (memory, console, panic, randomness, the class
+//! gate, the module's life, deferred work, DTrace) are the free functions of [`kernel`]: with
+//! the handles' methods they are the only callers of the `kpi_*` functions in the crate.
+//!
 //! Raw values become Rust values here: `bio_cmd` becomes an [`Op`], an errno an [`Errno`],
 //! gctl flags the core's `PARAM_*` bits; strings arrive as (pointer, length) and leave as
-//! slices.
+//! slices, never longer than [`TEXT_MAX`] when C formats them with `%.*s`.
 
 use core::ffi::{c_char, c_void};
 use core::ptr::{self, NonNull};
@@ -20,6 +24,21 @@ use geom_multipath::ctl::{PARAM_ASCII, PARAM_RD, PARAM_WR};
 use geom_multipath::{Errno, Op, ProviderInfo};
 
 use crate::bindings as b;
+
+/// The most bytes of text handed to C for `%.*s`, whose precision is an `int`: a longer
+/// length would become a negative precision, and printf would read on to a NUL that Rust
+/// strings do not have.
+pub const TEXT_MAX: usize = i32::MAX as usize;
+
+/// How many of `len` bytes of text C may format with `%.*s`.
+pub fn c_len(len: usize) -> usize {
+    len.min(TEXT_MAX)
+}
+
+/// `text` cut to [`TEXT_MAX`] bytes (C clamps again; see `gmp_prec` in `kpi_freebsd.c`).
+pub fn c_text(text: &[u8]) -> &[u8] {
+    &text[..c_len(text.len())]
+}
 
 /// The attribute whose answer MULTIPATH extends with `/mp`.
 pub const PHYSPATH_ATTRIBUTE: &[u8] = b"GEOM::physpath";
@@ -378,6 +397,7 @@ impl Geom {
     /// A new MULTIPATH geom `name` and its provider `multipath/<name>`.
     pub fn create(name: &str) -> Option<(Geom, Provider)> {
         let mut pp: *mut b::g_provider = ptr::null_mut();
+        let name = c_text(name.as_bytes());
         // SAFETY: `name` is `len` readable bytes; `pp` is a valid place for the answer.
         let gp = unsafe { b::kpi_g_new_geom(name.as_ptr().cast(), name.len(), &mut pp) };
         Some((Geom::from_raw(gp)?, Provider::from_raw(pp)?))
@@ -463,12 +483,14 @@ impl GctlReq {
 
     /// `gctl_error` with `text`.
     pub fn error(self, text: &str) {
+        let text = c_text(text.as_bytes());
         // SAFETY: a live request; `text` is `len` readable bytes.
         unsafe { b::kpi_gctl_error(self.0.as_ptr(), text.as_ptr().cast(), text.len()) }
     }
 
     /// `gctl_set_param_err` of parameter `name`.
     pub fn set_param(self, name: &str, value: &[u8]) {
+        let value = c_text(value);
         // SAFETY: a live request; both slices are readable for their lengths.
         unsafe {
             b::kpi_gctl_set_param(
@@ -510,9 +532,173 @@ pub unsafe fn text<'a>(ptr: *const c_char, len: usize) -> &'a str {
     core::str::from_utf8(unsafe { bytes(ptr, len) }).unwrap_or("")
 }
 
+/// The kernel's services that are not methods of a kernel object.
+pub mod kernel {
+    use super::{c_text, result_of, Bio};
+    use crate::bindings as b;
+    use core::ffi::c_void;
+    use geom_multipath::Errno;
+
+    /// `malloc(9)` of `size` bytes aligned to `align` with `KPI_M_*` flags; null only with
+    /// `KPI_M_NOWAIT`.
+    ///
+    /// # Safety
+    /// `size` is not zero and `align` is a power of two.
+    pub unsafe fn malloc(size: usize, align: usize, flags: i32) -> *mut c_void {
+        // SAFETY: forwarded from this function's contract, which is kpi_malloc's.
+        unsafe { b::kpi_malloc(size, align, flags) }
+    }
+
+    /// `free(9)` of what [`malloc`] returned.
+    ///
+    /// # Safety
+    /// `ptr` is null or came from [`malloc`] with this size and alignment, and is not used
+    /// after.
+    pub unsafe fn free(ptr: *mut c_void, size: usize, align: usize) {
+        // SAFETY: forwarded from this function's contract, which is kpi_free's.
+        unsafe { b::kpi_free(ptr, size, align) }
+    }
+
+    /// Whether the current thread may sleep (and so `malloc(9)` may be `M_WAITOK`).
+    pub fn can_sleep() -> bool {
+        // SAFETY: no preconditions; reads the current thread's state.
+        unsafe { b::kpi_can_sleep() }
+    }
+
+    /// `printf(9)` of one console line.
+    pub fn log(level: b::kpi_log_level, text: &[u8]) {
+        let text = c_text(text);
+        // SAFETY: `text` is readable for its length.
+        unsafe { b::kpi_log(level, text.as_ptr().cast(), text.len()) }
+    }
+
+    /// `panic(9)` with `text`.
+    #[cfg_attr(not(feature = "kernel"), allow(dead_code))]
+    pub fn panic(text: &[u8]) -> ! {
+        let text = c_text(text);
+        // SAFETY: `text` is readable for its length; kpi_panic does not return.
+        unsafe { b::kpi_panic(text.as_ptr().cast(), text.len()) }
+    }
+
+    /// `random(9)`.
+    pub fn random() -> u32 {
+        // SAFETY: no preconditions.
+        unsafe { b::kpi_random() }
+    }
+
+    /// Waits for the class gate and takes it; EDEADLK if this thread holds it already.
+    pub fn gate_enter() -> Result<(), Errno> {
+        // SAFETY: no preconditions; may sleep, which every caller of it may.
+        result_of(unsafe { b::kpi_gate_enter() })
+    }
+
+    /// Gives back what [`gate_enter`] took.
+    ///
+    /// # Safety
+    /// This thread took the gate with [`gate_enter`] and gives it back once.
+    pub unsafe fn gate_exit() {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { b::kpi_gate_exit() }
+    }
+
+    /// Takes the class gate if it is free, without sleeping.
+    pub fn gate_try_enter() -> bool {
+        // SAFETY: no preconditions; never sleeps.
+        unsafe { b::kpi_gate_try_enter() }
+    }
+
+    /// Gives back what [`gate_try_enter`] took.
+    ///
+    /// # Safety
+    /// This thread took the gate with [`gate_try_enter`] and gives it back once.
+    pub unsafe fn gate_try_exit() {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { b::kpi_gate_try_exit() }
+    }
+
+    /// MOD_LOAD: the gate and the `g_mp_kt` process.
+    pub fn setup() -> Result<(), Errno> {
+        // SAFETY: called once per load, before any other kpi_ call of the module's life.
+        result_of(unsafe { b::kpi_setup() })
+    }
+
+    /// Stops `g_mp_kt` once it has drained its queues; returns when it has left the module.
+    pub fn worker_stop() {
+        // SAFETY: no preconditions (a no-op when the process does not run); sleeps, which
+        // the fini method and the module's event handler may.
+        unsafe { b::kpi_worker_stop() }
+    }
+
+    /// Cancels the class's pending GEOM events (each runs `gmp_rs_event(true)` at once).
+    pub fn cancel_events() {
+        // SAFETY: no preconditions.
+        unsafe { b::kpi_cancel_events() }
+    }
+
+    /// Undoes [`setup`].
+    pub fn teardown() {
+        // SAFETY: no preconditions (a no-op when not set up); nothing uses the gate after.
+        unsafe { b::kpi_teardown() }
+    }
+
+    /// Whether requests handed to `g_mp_kt` wait to be routed.
+    pub fn worker_starts_pending() -> bool {
+        // SAFETY: no preconditions; never sleeps.
+        unsafe { b::kpi_worker_starts_pending() }
+    }
+
+    /// Posts one GEOM event that runs the oldest deferred work; `sleep` says whether the post
+    /// may wait for memory.
+    pub fn post_event(sleep: bool) -> Result<(), Errno> {
+        let flags = if sleep {
+            b::KPI_M_WAITOK
+        } else {
+            b::KPI_M_NOWAIT
+        };
+        // SAFETY: no preconditions; the event calls gmp_rs_event on the GEOM event thread.
+        result_of(unsafe { b::kpi_post_event(flags) })
+    }
+
+    /// Fires `geom:multipath:config:<probe>(a, bb[, error])`.
+    pub fn sdt_config(probe: b::kpi_sdt_config, a: &str, bb: &str, error: i32) {
+        let (a, bb) = (c_text(a.as_bytes()), c_text(bb.as_bytes()));
+        // SAFETY: both strings are readable for their lengths.
+        unsafe {
+            b::kpi_sdt_config(
+                probe,
+                a.as_ptr().cast(),
+                a.len(),
+                bb.as_ptr().cast(),
+                bb.len(),
+                error,
+            )
+        }
+    }
+
+    /// Fires `geom:multipath:io:restart(child, parent)`: `parent` is the live request being
+    /// reissued, `child` its failed attempt (if known). The probe only records the pointers.
+    pub fn sdt_restart(child: Option<Bio>, parent: *mut b::bio) {
+        let child = child.map_or(core::ptr::null_mut(), Bio::as_ptr);
+        // SAFETY: the probe only records the two pointers.
+        unsafe { b::kpi_sdt_restart(child, parent) }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_for_percent_star_s_never_exceeds_int_max() {
+        let int_max = usize::try_from(i32::MAX).unwrap();
+        for len in [int_max + 1, 1 << 32, usize::MAX] {
+            assert_eq!(c_len(len), int_max, "{len} bytes");
+            assert!(i32::try_from(c_len(len)).is_ok());
+        }
+        assert_eq!(c_len(int_max), int_max);
+        assert_eq!(c_len(4), 4);
+        assert_eq!(c_text(b"FRED"), b"FRED");
+    }
 
     #[test]
     fn bio_commands_map_onto_ops() {

@@ -6,8 +6,11 @@
 //!
 //! * [`Held::enter`] (`kpi_gate_enter`) waits for the class and may sleep while holding it;
 //!   every control method uses it. A GEOM method re-entered on the same thread from inside one
-//!   of the class's own topology calls (an access to a multipath provider that is itself a
-//!   path) gets EDEADLK instead of a second, aliasing hold.
+//!   of the class's own topology calls gets EDEADLK instead of a second, aliasing hold. (The
+//!   class refuses its own providers as paths and reads taste's sector before entering, so
+//!   its topology calls never reach its own methods; should one ever do, an open fails with
+//!   EDEADLK, and a close, which GEOM requires to succeed, is [deferred](defer_close) to the
+//!   next hold.)
 //! * [`Held::try_enter`] (`kpi_gate_try_enter`) never waits: g_down and g_up use it and hand
 //!   their request to `g_mp_kt` when a control call owns the class. While it is held, the
 //!   thread may not sleep.
@@ -21,7 +24,9 @@ use core::marker::PhantomData;
 
 use geom_multipath::{Class, Deferred, Errno};
 
-use crate::bindings as b;
+use crate::ffi::Geom;
+
+use crate::ffi::kernel;
 use crate::topology::KernelTopology;
 use crate::tunables;
 
@@ -54,6 +59,34 @@ unsafe impl Sync for Slot {}
 
 static SLOT: Slot = Slot(UnsafeCell::new(None));
 
+/// A close of a multipath provider that arrived while this thread already held the gate.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Close {
+    /// The provider's geom.
+    pub(crate) gp: Geom,
+    /// The (negative or zero) access deltas.
+    pub(crate) deltas: (i32, i32, i32),
+}
+
+struct Closes(UnsafeCell<VecDeque<Close>>);
+
+// SAFETY: reached only by the thread that holds the gate (`defer_close` is called by the
+// owner, on its own re-entry; `Held::take_closes` by a Held), one thread at a time.
+unsafe impl Sync for Closes {}
+
+static CLOSES: Closes = Closes(UnsafeCell::new(VecDeque::new()));
+
+/// Records a close that re-entered the class on the thread that holds the gate; the next
+/// [`Held::enter`] applies it.
+///
+/// # Safety
+/// The calling thread holds the gate (its `kpi_gate_enter` answered EDEADLK).
+pub(crate) unsafe fn defer_close(close: Close) {
+    // SAFETY: this thread holds the gate (the contract), and nothing else borrows CLOSES
+    // across a call that could re-enter.
+    unsafe { &mut *CLOSES.0.get() }.push_back(close);
+}
+
 /// Proof that this thread holds the class gate; gives the gate back when dropped.
 pub(crate) struct Held {
     try_mode: bool,
@@ -64,23 +97,31 @@ pub(crate) struct Held {
 impl Held {
     /// Waits for the class (may sleep). EDEADLK if this thread already holds it.
     pub(crate) fn enter() -> Result<Held, Errno> {
-        // SAFETY: no preconditions; may sleep, which every caller of enter() may.
-        let error = unsafe { b::kpi_gate_enter() };
-        if error != 0 {
-            return Err(Errno(error));
-        }
-        Ok(Held {
+        kernel::gate_enter()?;
+        let mut held = Held {
             try_mode: false,
             _not_send: PhantomData,
-        })
+        };
+        crate::entry::apply_deferred_closes(&mut held);
+        Ok(held)
+    }
+
+    /// The oldest deferred close, if any.
+    pub(crate) fn take_close(&mut self) -> Option<Close> {
+        // SAFETY: this thread holds the gate (a Held exists); the borrow ends here.
+        let closes = unsafe { &mut *CLOSES.0.get() };
+        let close = closes.pop_front();
+        if closes.is_empty() {
+            // Rare; the queue keeps no memory between uses (nothing outlives the module).
+            *closes = VecDeque::new();
+        }
+        close
     }
 
     /// Takes the class if it is free, without sleeping; the data path's way in.
     pub(crate) fn try_enter() -> Option<Held> {
-        // SAFETY: no preconditions; never sleeps.
-        let taken = unsafe { b::kpi_gate_try_enter() };
         // Built only when taken: dropping a Held gives the gate back.
-        if taken {
+        if kernel::gate_try_enter() {
             Some(Held {
                 try_mode: true,
                 _not_send: PhantomData,
@@ -111,11 +152,11 @@ impl Held {
 impl Drop for Held {
     fn drop(&mut self) {
         if self.try_mode {
-            // SAFETY: this Held took the gate with kpi_gate_try_enter.
-            unsafe { b::kpi_gate_try_exit() }
+            // SAFETY: this Held took the gate with gate_try_enter, on this thread (not Send).
+            unsafe { kernel::gate_try_exit() }
         } else {
-            // SAFETY: this Held took the gate with kpi_gate_enter.
-            unsafe { b::kpi_gate_exit() }
+            // SAFETY: this Held took the gate with gate_enter, on this thread (not Send).
+            unsafe { kernel::gate_exit() }
         }
     }
 }

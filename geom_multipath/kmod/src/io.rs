@@ -3,12 +3,17 @@
 //! A request to a multipath provider carries the core's [`CoreBio`] in its `bio_driver1`,
 //! allocated without sleeping when the request is first routed and freed when it is delivered.
 //! Each attempt is a clone sent down one path. The core decides everything (which path, what a
-//! completion means); this module only turns its answers into GEOM calls, and does so *after*
-//! giving the class gate back, so no GEOM call is ever made while the data path holds it.
+//! completion means); this module only turns its answers into GEOM calls, and makes the ones
+//! that pass a request on (`g_io_request`, `g_io_deliver`) *after* giving the class gate back.
+//! Under the gate the data path calls only what neither sleeps nor waits for a lock a caller
+//! of the class may hold: `g_clone_bio` and `g_destroy_bio` (UMA, `M_NOWAIT`), `malloc(9)`
+//! `M_NOWAIT` of the request's state, and `g_post_event(M_NOWAIT)` of deferred work.
 //!
 //! Where each step runs, as in FreeBSD:
 //! * `start` routes in g_down; if a control call owns the class it queues the request to
-//!   `g_mp_kt` (`KPI_WORK_START`), which routes it when the class is free.
+//!   `g_mp_kt` (`KPI_WORK_START`), which routes it when the class is free. While requests
+//!   wait there, later ones queue behind them: none overtakes another (a `BIO_ORDERED` one
+//!   included, whose clones keep the flag).
 //! * `done` of a success or an ordinary error completes in g_up. An EIO/ENXIO completion is
 //!   queued to `g_mp_kt` (`KPI_WORK_DONE`), which fails the path and *reissues* the request from
 //!   there, never inline in g_up. So are completions that find the class busy, and those on a
@@ -20,7 +25,7 @@ use geom_multipath::{Bio as CoreBio, Done, Errno};
 
 use crate::alloc_kpi;
 use crate::bindings::kpi_work;
-use crate::ffi::{result_of, Bio, Consumer};
+use crate::ffi::{kernel, result_of, Bio, Consumer};
 use crate::gate::{Held, Module};
 use crate::output;
 
@@ -65,8 +70,13 @@ fn state_of(bp: Bio) -> Option<NonNull<CoreBio>> {
     NonNull::new(bp.driver1().cast::<CoreBio>())
 }
 
-/// g_down: route a new request, or queue it if the class is busy.
+/// g_down: route a new request, or queue it if the class is busy or earlier requests still
+/// wait in `g_mp_kt` (g_down is one thread, so its requests stay in order).
 pub(crate) fn start(bp: Bio) {
+    if kernel::worker_starts_pending() {
+        bp.enqueue(kpi_work::KPI_WORK_START);
+        return;
+    }
     let action = match Held::try_enter() {
         Some(mut held) => match held.module() {
             Some(m) => route(m, bp),

@@ -5,7 +5,7 @@
 use core::fmt::Write;
 use core::panic::PanicInfo;
 
-use crate::bindings as b;
+use crate::ffi::kernel;
 use crate::output::Line;
 use crate::KpiAlloc;
 
@@ -16,7 +16,5 @@ static ALLOCATOR: KpiAlloc = KpiAlloc;
 fn panic(info: &PanicInfo<'_>) -> ! {
     let mut line = Line::new();
     let _ = write!(line, "geom_multipath: {info}");
-    let text = line.as_bytes();
-    // SAFETY: `text` is readable for its length; kpi_panic does not return.
-    unsafe { b::kpi_panic(text.as_ptr().cast(), text.len()) }
+    kernel::panic(line.as_bytes())
 }

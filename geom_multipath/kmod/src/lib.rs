@@ -8,9 +8,10 @@
 //! hook. It holds no policy: every decision is the core's.
 //!
 //! # The boundary
-//! [`bindings`] is bindgen's output for `kpi.h`, committed and never edited. The private `ffi` module wraps each
-//! raw handle the kernel gives us in a small type whose methods are the only callers of the
-//! `kpi_*` functions, and turns raw C values into Rust enums. All of the crate's `unsafe` is in
+//! [`bindings`] is bindgen's output for `kpi.h`, committed and never edited. The private `ffi`
+//! module wraps each raw handle the kernel gives us in a small type, and the kernel's other
+//! services in the free functions of `ffi::kernel`: those methods and functions are the only
+//! callers of the `kpi_*` functions. It also turns raw C values into Rust enums. All of the crate's `unsafe` is in
 //! those two places, in the allocator ([`KpiAlloc`]), in the per-request state of the data path,
 //! and in the userland fake used by the tests.
 //!

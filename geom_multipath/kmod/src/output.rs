@@ -19,7 +19,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use geom_multipath::{Event, Level, Message, Probe};
 
 use crate::bindings as b;
-use crate::ffi::Bio;
+use crate::ffi::{kernel, Bio};
 use crate::gate::Module;
 
 /// GEOM events posted for the deferred FIFO and not run (or cancelled) yet. Atomic because the
@@ -73,23 +73,11 @@ fn level_of(level: Level) -> b::kpi_log_level {
 pub(crate) fn log(message: &Message) {
     let mut line = Line::new();
     let _ = write!(line, "{message}");
-    let text = line.as_bytes();
-    // SAFETY: `text` is readable for its length.
-    unsafe { b::kpi_log(level_of(message.level()), text.as_ptr().cast(), text.len()) }
+    kernel::log(level_of(message.level()), line.as_bytes());
 }
 
 fn config(probe: b::kpi_sdt_config, a: &str, bb: &str, error: i32) {
-    // SAFETY: both strings are readable for their lengths.
-    unsafe {
-        b::kpi_sdt_config(
-            probe,
-            a.as_ptr().cast(),
-            a.len(),
-            bb.as_ptr().cast(),
-            bb.len(),
-            error,
-        )
-    }
+    kernel::sdt_config(probe, a, bb, error);
 }
 
 /// Fires one probe. `child` is the attempt being reissued, for `io:restart`.
@@ -101,13 +89,9 @@ pub(crate) fn fire(probe: &Probe, child: Option<Bio>) {
         Probe::Disconnect { geom, path } => config(KPI_SDT_DISCONNECT, geom, path, 0),
         Probe::Fail { geom, path, error } => config(KPI_SDT_FAIL, geom, path, *error),
         Probe::Taste { name, uuid } => config(KPI_SDT_TASTE, name, uuid, 0),
-        Probe::Restart { token } => {
-            let child = child.map_or(core::ptr::null_mut(), Bio::as_ptr);
-            let parent = *token as usize as *mut b::bio;
-            // SAFETY: the parent is the live request being reissued (its token is its address)
-            // and the child its failed attempt, not destroyed yet; the probe only records them.
-            unsafe { b::kpi_sdt_restart(child, parent) }
-        }
+        // The parent is the live request being reissued (its token is its address) and the
+        // child its failed attempt, not destroyed yet.
+        Probe::Restart { token } => kernel::sdt_restart(child, *token as usize as *mut b::bio),
     }
 }
 
@@ -130,14 +114,7 @@ pub(crate) fn drain(m: &mut Module, child: Option<Bio>) {
 /// retried at the next drain.
 fn post(m: &Module) {
     while POSTED.load(Ordering::Acquire) < m.deferred.len() {
-        // SAFETY: no preconditions.
-        let flags = if unsafe { b::kpi_can_sleep() } {
-            b::KPI_M_WAITOK
-        } else {
-            b::KPI_M_NOWAIT
-        };
-        // SAFETY: no preconditions; the event calls gmp_rs_event on the GEOM event thread.
-        if unsafe { b::kpi_post_event(flags) } != 0 {
+        if kernel::post_event(kernel::can_sleep()).is_err() {
             break;
         }
         POSTED.fetch_add(1, Ordering::AcqRel);

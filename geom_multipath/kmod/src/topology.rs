@@ -50,6 +50,9 @@ pub(crate) struct KernelTopology {
     by_cp: BTreeMap<Consumer, PathId>,
     /// The sector taste read for the core, while a taste runs.
     pub(crate) preread: Option<PreRead>,
+    /// The provider GEOM handed to taste, while a taste runs: a path attached by taste is
+    /// attached to it, never to another provider that happens to have the same name.
+    pub(crate) tasting: Option<Provider>,
 }
 
 impl KernelTopology {
@@ -150,7 +153,17 @@ impl Topology for KernelTopology {
 
     fn attach(&mut self, geom: GeomId, path: PathId, name: &str) -> Result<(), Errno> {
         let gp = self.geoms.get(&geom).ok_or(Errno::ENXIO)?.gp;
-        let pp = Provider::by_name(name).ok_or(Errno::ENXIO)?;
+        // Taste attaches the provider it was handed (as add_disk(gp, pp) does); a verb names
+        // its providers, and those are looked up by name, as FreeBSD's verbs do.
+        let pp = match self.tasting {
+            Some(pp) if pp.name() == name => pp,
+            _ => Provider::by_name(name).ok_or(Errno::ENXIO)?,
+        };
+        if self.is_ours(pp) {
+            // A multipath provider as a path would make every open of the outer geom
+            // re-enter the class: refused whatever the access counts at attach.
+            return Err(Errno(crate::bindings::KPI_EDEADLK));
+        }
         let cp = gp.attach(pp)?;
         self.paths.insert(path, cp);
         self.by_cp.insert(cp, path);

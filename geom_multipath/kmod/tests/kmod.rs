@@ -467,6 +467,109 @@ fn a_busy_class_sends_start_to_g_mp_kt_which_routes_it_later() {
 }
 
 #[test]
+fn requests_waiting_in_g_mp_kt_are_not_overtaken() {
+    // (g): a request queued behind a busy class keeps its place: the next one, arriving once
+    // the class is free, waits behind it (a BIO_ORDERED write among them keeps its order).
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let cp = k.open("multipath/FRED", 1, 1, 0).expect("open");
+    k.issued_offsets();
+    let hold = k.hold_gate();
+    let first = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![1; 512], None);
+    drop(hold);
+    let second = k.submit("multipath/FRED", KPI_BIO_WRITE, 512, vec![2; 512], None);
+    let third = k.submit("multipath/FRED", KPI_BIO_WRITE, 1024, vec![3; 512], None);
+    assert_eq!(k.queues(), (0, 3, 0), "all three wait in g_mp_kt, in order");
+    k.settle();
+    assert_eq!(
+        k.issued_offsets(),
+        [0, 512, 1024],
+        "issued in arrival order"
+    );
+    for bp in [first, second, third] {
+        assert_eq!(k.answer(bp).map(|a| (a.error, a.delivered)), Some((0, 1)));
+        k.forget(bp);
+    }
+    // With nothing waiting, requests are routed in g_down again.
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    assert_eq!(k.queues().1, 0);
+    k.settle();
+    k.forget(bp);
+    k.close(cp);
+    finish(k);
+}
+
+#[test]
+fn kproc_create_failing_fails_the_load_cleanly() {
+    // (c): kproc_create at maxproc: kldload fails with its errno, no panic, nothing left.
+    let mut k = Kernel::boot();
+    k.disk("md", 2, MB, SS);
+    k.fail_kproc(35);
+    assert_eq!(k.try_load(), Err(35));
+    assert_eq!(k.lifecycle(), ["setup"]);
+    k.settle();
+    assert!(k.geoms().is_empty());
+    k.check();
+    assert_eq!(k.malloc().live_blocks, 0);
+    // The next attempt loads.
+    k.fail_kproc(0);
+    k.load();
+    finish(k);
+}
+
+#[test]
+fn unload_drains_g_mp_kt_before_fini_and_cancels_events_last() {
+    // (b): g_mp_kt stops after draining, the class goes, and only then are its events
+    // cancelled; nothing calls into the module afterwards, nothing is stranded, no leak.
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let cp = k.open("multipath/FRED", 1, 1, 0).expect("open");
+    k.fault(
+        "md0",
+        Fault {
+            io: Some(5),
+            io_count: Some(1),
+            ..Fault::default()
+        },
+    );
+    let bp = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![7; 512], None);
+    k.settle();
+    assert_eq!(k.answer(bp).map(|a| (a.error, a.delivered)), Some((0, 1)));
+    k.forget(bp);
+    k.close(cp);
+    k.pull("md1");
+    assert_eq!(k.ctl("stop", &[], &["FRED"]), ok());
+    assert_eq!(k.unload(), Ok(()));
+    let life = k.lifecycle();
+    let at = |what: &str| life.iter().position(|s| *s == what).expect(what);
+    assert!(
+        at("fini") < at("worker_stop") && at("worker_stop") < at("cancel_events"),
+        "g_mp_kt stops inside fini, before the class's events are cancelled: {life:?}"
+    );
+    assert_eq!(life.last(), Some(&"teardown"), "{life:?}");
+    k.check();
+    assert_eq!(k.malloc().live_blocks, 0, "{:?}", k.malloc());
+}
+
+#[test]
+fn a_close_never_fails_even_when_it_reenters_the_class() {
+    // (d): GEOM asserts that closes succeed. A close arriving on the thread that holds the
+    // class is applied at the class's next entry instead of failing with EDEADLK.
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let base = k.provider_state("md0").unwrap().access;
+    let cp = k.open("multipath/FRED", 1, 0, 0).expect("open");
+    assert_eq!(k.provider_state("md0").unwrap().access.0, base.0 + 1);
+    let hold = k.hold_gate();
+    k.close(cp); // asserts that g_access returned 0
+    drop(hold);
+    k.conf("FRED").expect("FRED"); // the next entry into the class
+    assert_eq!(k.provider_state("md0").unwrap().access, base);
+    assert_eq!(k.provider_state("md1").unwrap().access, base);
+    finish(k);
+}
+
+#[test]
 fn the_fast_path_allocates_only_the_fallible_request_state() {
     let (mut k, _) = machine(2);
     assert_eq!(
@@ -903,24 +1006,42 @@ fn a_resized_path_resizes_the_provider() {
 
 #[test]
 fn a_multipath_provider_as_a_path_is_refused_not_deadlocked() {
-    let (mut k, _) = machine(1);
-    assert_eq!(create(&mut k, &[], &["md0"]), ok());
-    k.console();
-    // Opening multipath/FRED from inside the class's own call would re-enter the class.
-    let reply = k.ctl(
-        "create",
-        &[("active_active", 0), ("active_read", 0)],
-        &["BOB", "multipath/FRED"],
-    );
-    assert_eq!(reply, err("Provider addition error: 11"));
-    let console = k.console();
-    assert!(
-        console.contains(&String::from(
-            "GEOM_MULTIPATH: cannot set access in attaching multipath/FRED to BOB (11)"
-        )),
-        "{console:#?}"
-    );
-    finish(k);
+    // With exclusive=1 the attach's open would re-enter the class; with exclusive=0 the
+    // access change at attach is (0,0,0), and the outer geom could then be neither opened
+    // nor configured. Either way the class's own provider is refused at attach.
+    for exclusive in [1, 0] {
+        let (mut k, _) = machine(1);
+        geom_multipath_kmod::tunables::set(1, exclusive).unwrap();
+        assert_eq!(create(&mut k, &[], &["md0"]), ok());
+        k.console();
+        let reply = k.ctl(
+            "create",
+            &[("active_active", 0), ("active_read", 0)],
+            &["BOB", "multipath/FRED"],
+        );
+        assert_eq!(
+            reply,
+            err("Provider addition error: 11"),
+            "exclusive={exclusive}"
+        );
+        let console = k.console();
+        assert!(
+            console.contains(&String::from(
+                "GEOM_MULTIPATH: cannot attach multipath/FRED to BOB"
+            )),
+            "exclusive={exclusive}: {console:#?}"
+        );
+        assert_eq!(
+            k.provider_state("multipath/FRED").map(|p| p.access),
+            Some((0, 0, 0)),
+            "exclusive={exclusive}: nothing holds FRED"
+        );
+        // FRED itself is untouched: it opens and carries I/O.
+        let cp = k.open("multipath/FRED", 1, 1, 0).expect("open FRED");
+        assert_eq!(write_bytes(&mut k, 0, 0x5a, 512).error, 0);
+        k.close(cp);
+        finish(k);
+    }
 }
 
 #[test]

@@ -156,10 +156,14 @@ fn the_sdt_probes_are_the_cores() {
 fn the_class_and_the_module_have_freebsds_names() {
     assert!(SHIM.contains(".name\t\t= \"MULTIPATH\""));
     assert!(SHIM.contains(".version\t= G_VERSION"));
+    // DECLARE_GEOM_CLASS(g_multipath_class, g_multipath), spelled out around our own event
+    // handler: the same module name and class, the same SYSINIT order.
     assert_eq!(
-        invocations(SHIM, "DECLARE_GEOM_CLASS"),
-        ["g_multipath_class, g_multipath"]
+        invocations(SHIM, "DECLARE_MODULE"),
+        ["g_multipath, g_multipath_mod, SI_SUB_DRIVERS, SI_ORDER_THIRD"]
     );
+    assert!(SHIM.contains("\t\"g_multipath\",\n\tg_multipath_modevent,\n\t&g_multipath_class\n"));
+    assert!(SHIM.contains("g_modevent(mod, type, data)"));
     assert_eq!(invocations(SHIM, "MODULE_VERSION"), ["geom_multipath, 0"]);
     assert_eq!(
         invocations(SHIM, "FEATURE"),
@@ -204,9 +208,54 @@ fn every_kernel_constant_is_static_asserted() {
 }
 
 #[test]
+fn the_geom_methods_are_static() {
+    // Only the class and the method table are global; the methods are not kernel symbols.
+    for method in [
+        "g_multipath_start",
+        "g_multipath_done",
+        "g_multipath_orphan",
+        "g_multipath_taste_orphan",
+        "g_multipath_access",
+        "g_multipath_resize",
+        "g_multipath_dumpconf",
+        "g_multipath_taste",
+        "g_multipath_config",
+        "g_multipath_destroy_geom",
+        "g_multipath_init",
+        "g_multipath_fini",
+        "g_multipath_modevent",
+    ] {
+        let definition = SHIM
+            .match_indices(&format!("\n{method}("))
+            .next()
+            .unwrap_or_else(|| panic!("{method} is not defined in the shim"))
+            .0;
+        let before = &SHIM[..definition];
+        let return_line = before.rsplit('\n').next().unwrap();
+        assert!(
+            return_line.starts_with("static "),
+            "{method} is not static: {return_line:?}"
+        );
+        assert!(!KPI_C.contains(&format!("{method}(")) || method == "g_multipath_class");
+    }
+    let header = include_str!("../g_multipath_kmod.h");
+    assert!(!header.contains("g_start_t\tg_multipath_start"));
+}
+
+#[test]
+fn percent_star_s_never_gets_a_raw_length() {
+    // "%.*s" takes an int precision: every length goes through gmp_prec's clamp.
+    let code = KPI_C.lines().filter(|l| !l.trim_start().starts_with('*'));
+    for line in code.filter(|l| l.contains("%.*s")) {
+        assert!(line.contains("gmp_prec("), "unclamped precision: {line}");
+    }
+    assert!(!KPI_C.contains("(int)len, "), "a raw (int)len cast is left");
+}
+
+#[test]
 fn the_c_side_calls_every_entry_point() {
     let entries = functions(KPI_H, "gmp_rs_");
-    assert_eq!(entries.len(), 16);
+    assert_eq!(entries.len(), 18);
     for name in entries {
         let call = format!("{name}(");
         assert!(

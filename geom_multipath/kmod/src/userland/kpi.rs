@@ -41,6 +41,10 @@ fn pointer<T>(h: Option<Handle>) -> *mut T {
 /// # Safety
 /// A non-null `ptr` must point at `len` readable bytes.
 unsafe fn text(ptr: *const c_char, len: usize) -> String {
+    // kpi_freebsd.c prints these with "%.*s", whose precision is an int.
+    require(i32::try_from(len).is_ok(), || {
+        format!("text of {len} bytes passed to C: \"%.*s\" would take a negative precision")
+    });
     if ptr.is_null() || len == 0 {
         return String::new();
     }
@@ -232,9 +236,93 @@ pub extern "C" fn kpi_post_event(flags: c_int) -> c_int {
         if flags & b::KPI_M_WAITOK != 0 {
             may_sleep("kpi_post_event(M_WAITOK)");
         }
-        world().events.push_back(FEvent::Ours);
+        let mut w = world();
+        if w.life.events_cancelled || !w.life.set_up {
+            w.anomaly(String::from(
+                "kpi_post_event after the class's events were cancelled",
+            ));
+        }
+        w.events.push_back(FEvent::Ours);
         0
     })
+}
+
+/// `kpi_worker_starts_pending`: requests queued to `g_mp_kt` and not routed yet (the fake
+/// `g_mp_kt` routes each within one `run_worker`, so queued is all there is).
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_worker_starts_pending() -> bool {
+    host(|| world().worker.iter().any(|(_, kind)| *kind == Work::Start))
+}
+
+// ----- the module's life ----------------------------------------------------------------------
+
+/// `kpi_setup`: the gate and `g_mp_kt` (`kproc_create` fails as the world says).
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_setup() -> c_int {
+    host(|| {
+        let mut w = world();
+        w.lifecycle.push("setup");
+        if w.life.set_up {
+            w.anomaly(String::from("kpi_setup twice"));
+        }
+        if w.kproc_error != 0 {
+            return w.kproc_error;
+        }
+        w.life = super::world::Life {
+            set_up: true,
+            worker: true,
+            events_cancelled: false,
+        };
+        0
+    })
+}
+
+/// `kpi_worker_stop`: `g_mp_kt` drains its queue (on this thread, as the real one does on
+/// its own while the caller waits) and stops.
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_worker_stop() {
+    let running = host(|| {
+        let mut w = world();
+        w.lifecycle.push("worker_stop");
+        w.life.worker
+    });
+    if !running {
+        return;
+    }
+    may_sleep("kpi_worker_stop");
+    while super::run_worker() {}
+    host(|| world().life.worker = false);
+}
+
+/// `kpi_cancel_events`: each pending class event runs its callback with EV_CANCEL, now.
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_cancel_events() {
+    let pending = host(|| {
+        let mut w = world();
+        w.lifecycle.push("cancel_events");
+        w.life.events_cancelled = true;
+        let n = w.events.iter().filter(|e| **e == FEvent::Ours).count();
+        w.events.retain(|e| *e != FEvent::Ours);
+        n
+    });
+    for _ in 0..pending {
+        // SAFETY: the callback of an event the module posted, cancelled.
+        unsafe { crate::entry::gmp_rs_event(true) };
+    }
+}
+
+/// `kpi_teardown`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_teardown() {
+    let worker = host(|| {
+        let mut w = world();
+        w.lifecycle.push("teardown");
+        w.life.worker
+    });
+    if worker {
+        kpi_worker_stop();
+    }
+    host(|| world().life.set_up = false);
 }
 
 /// `kpi_worker_enqueue`.
@@ -242,6 +330,11 @@ pub extern "C" fn kpi_post_event(flags: c_int) -> c_int {
 pub extern "C" fn kpi_worker_enqueue(bp: *mut bio, kind: b::kpi_work) {
     host(|| {
         let mut w = world();
+        if !w.life.worker {
+            w.anomaly(String::from(
+                "kpi_worker_enqueue while g_mp_kt is not running",
+            ));
+        }
         let bp = handle(bp);
         if !w.bios.contains_key(&bp) {
             w.anomaly(format!("kpi_worker_enqueue of unknown bio {bp:#x}"));
@@ -507,6 +600,8 @@ pub extern "C" fn kpi_bio_request(cbp: *mut bio, cp: *mut g_consumer) {
         bio.from = Some(cp);
         bio.to = Some(pp);
         let cmd = i32::from(bio.cmd);
+        let offset = bio.offset;
+        w.issued_offsets.push(offset);
         let name = w
             .providers
             .get(&pp)
@@ -1263,6 +1358,11 @@ const SIGNATURES_MATCH_KPI_H: () = {
         kpi_gate_try_exit();
         kpi_post_event(_);
         kpi_worker_enqueue(_, _);
+        kpi_worker_starts_pending();
+        kpi_setup();
+        kpi_worker_stop();
+        kpi_cancel_events();
+        kpi_teardown();
         kpi_sdt_config(_, _, _, _, _, _);
         kpi_sdt_restart(_, _);
         kpi_bio_cmd(_);

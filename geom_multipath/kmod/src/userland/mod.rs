@@ -38,6 +38,18 @@ use world::{
 
 static ONE_KERNEL: Mutex<()> = Mutex::new(());
 
+/// The module is unloaded: nothing may call into it any more.
+static UNLOADED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Records a call into the module after its unload (a call into unloaded code).
+fn after_unload(what: &str) {
+    if UNLOADED.load(std::sync::atomic::Ordering::SeqCst) {
+        world().anomaly(format!(
+            "{what} called into the module after it was unloaded"
+        ));
+    }
+}
+
 /// The longest a harness loop runs before it declares a livelock.
 const PUMP_LIMIT: usize = 100_000;
 
@@ -100,6 +112,7 @@ impl Kernel {
     pub fn boot() -> Kernel {
         let one = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
         world::reset();
+        UNLOADED.store(false, std::sync::atomic::Ordering::SeqCst);
         crate::tunables::reset();
         memory::reset_counters();
         Kernel {
@@ -260,10 +273,21 @@ impl Kernel {
 
     // ----- module load and unload -------------------------------------------------------
 
-    /// `kldload`: `g_load_class` — init, then taste every provider there is. (Their own
-    /// pending taste events are dropped: `g_load_class` has just tasted them; providers the
-    /// class creates meanwhile keep theirs.)
+    /// `kldload`: the module's event handler (the gate and `g_mp_kt` first), then
+    /// `g_load_class` — init, then taste every provider there is. (Their own pending taste
+    /// events are dropped: `g_load_class` has just tasted them; providers the class creates
+    /// meanwhile keep theirs.) Panics if the load fails; see [`try_load`](Kernel::try_load).
     pub fn load(&mut self) {
+        assert_eq!(self.try_load(), Ok(()), "kldload");
+    }
+
+    /// `kldload`, with the errno that fails it (`kproc_create` failing: [`Kernel::fail_kproc`]).
+    pub fn try_load(&mut self) -> Result<(), i32> {
+        // SAFETY: the module's event handler, MOD_LOAD, as the shim calls it.
+        let error = Self::call(|| unsafe { entry::gmp_rs_load() });
+        if error != 0 {
+            return Err(error);
+        }
         let providers: Vec<Handle> = world().providers.keys().copied().collect();
         world()
             .events
@@ -276,10 +300,23 @@ impl Kernel {
             }
         });
         self.loaded = true;
+        Ok(())
+    }
+
+    /// Makes the next `kproc_create` fail with `errno` (EAGAIN at maxproc).
+    pub fn fail_kproc(&mut self, errno: i32) {
+        world().kproc_error = errno;
+    }
+
+    /// The calls of the module's life so far (`setup`, `fini`, `worker_stop`,
+    /// `cancel_events`, `teardown`), in order.
+    pub fn lifecycle(&self) -> Vec<&'static str> {
+        world().lifecycle.clone()
     }
 
     /// `kldunload`: `g_unload_class` — EBUSY while anything is open, then `destroy_geom` for
-    /// every geom, wait for the withering, cancel the class's events, fini.
+    /// every geom, wait for the withering (the event thread, g_up and `g_mp_kt` keep running
+    /// meanwhile), fini; then the module's event handler lets go of the rest.
     pub fn unload(&mut self) -> Result<(), i32> {
         let geoms: Vec<Handle> = {
             let w = world();
@@ -316,23 +353,28 @@ impl Kernel {
         self.settle();
         let left = world().geoms.values().filter(|g| g.ours).count();
         assert_eq!(left, 0, "geoms left after destroy_geom");
-        // g_cancel_event(&token): the class's pending events are cancelled.
-        let pending = {
-            let mut w = world();
-            let n = w.events.iter().filter(|e| **e == FEvent::Ours).count();
-            w.events.retain(|e| *e != FEvent::Ours);
-            n
-        };
-        for _ in 0..pending {
-            // SAFETY: the callback of an event the module posted, cancelled.
-            Self::call(|| unsafe { entry::gmp_rs_event(true) });
-        }
+        self.fini();
+        Ok(())
+    }
+
+    /// The class's fini and then the module's MOD_UNLOAD: after this nothing may call into
+    /// the module (the pumps record it as a broken rule).
+    fn fini(&mut self) {
+        world().lifecycle.push("fini");
         // SAFETY: the module's fini, once, after its geoms are gone.
         Self::event_thread(|| Self::call(|| unsafe { entry::gmp_rs_fini() }));
-        let worker = world().worker.len();
-        assert_eq!(worker, 0, "g_mp_kt still had work at unload");
+        // SAFETY: the module's event handler, MOD_UNLOAD, after a successful g_unload_class.
+        Self::call(|| unsafe { entry::gmp_rs_unload() });
+        let mut w = world();
+        let worker = w.worker.len();
+        let events = w.events.iter().filter(|e| **e == FEvent::Ours).count();
+        if worker != 0 || events != 0 {
+            w.anomaly(format!(
+                "stranded at unload: {worker} g_mp_kt items, {events} class events"
+            ));
+        }
+        UNLOADED.store(true, std::sync::atomic::Ordering::SeqCst);
         self.loaded = false;
-        Ok(())
     }
 
     // ----- the threads --------------------------------------------------------------------
@@ -631,6 +673,11 @@ impl Kernel {
             .collect()
     }
 
+    /// The offsets of the clones the module issued since the last call, in order.
+    pub fn issued_offsets(&mut self) -> Vec<u64> {
+        std::mem::take(&mut world().issued_offsets)
+    }
+
     /// How many completions wait for g_up, `g_mp_kt` and the event thread.
     pub fn queues(&self) -> (usize, usize, usize) {
         let w = world();
@@ -705,6 +752,8 @@ impl Drop for Kernel {
             // next test starts from a fresh module.
             // SAFETY: the module's fini; nothing runs in it any more.
             Kernel::call(|| unsafe { entry::gmp_rs_fini() });
+            // SAFETY: as the module's event handler would, after fini.
+            Kernel::call(|| unsafe { entry::gmp_rs_unload() });
         }
         world::clear();
     }
@@ -746,8 +795,11 @@ pub fn run_event() -> bool {
         return false;
     };
     memory::with_topology(|| match event {
-        // SAFETY: the callback of an event the module posted.
-        FEvent::Ours => Kernel::call(|| unsafe { entry::gmp_rs_event(false) }),
+        FEvent::Ours => {
+            after_unload("a class event");
+            // SAFETY: the callback of an event the module posted.
+            Kernel::call(|| unsafe { entry::gmp_rs_event(false) })
+        }
         FEvent::Taste(pp) => taste(pp),
         FEvent::Orphan(pp) => {
             let consumers: Vec<(Handle, bool)> = {
@@ -808,6 +860,7 @@ pub fn run_up() -> bool {
         w.bios.get_mut(&cbp).expect("clone").in_flight = false;
         cbp
     };
+    after_unload("g_up");
     memory::no_sleeping(|| {
         // SAFETY: a completed clone the module made.
         Kernel::call(|| unsafe { entry::gmp_rs_done(cbp as *mut bio) })
@@ -822,6 +875,7 @@ pub fn run_worker() -> bool {
     let Some((bp, kind)) = item else {
         return false;
     };
+    after_unload("g_mp_kt");
     Kernel::call(|| match kind {
         // SAFETY: what the module queued.
         Work::Start => unsafe { entry::gmp_rs_work_start(bp as *mut bio) },

@@ -237,12 +237,34 @@ pub struct World {
     pub anomalies: Vec<String>,
     /// Every clone the module issued: (clone, provider name).
     pub issued: Vec<(Handle, String)>,
+    /// The offset of each clone in `issued`, in the order they were issued.
+    pub issued_offsets: Vec<u64>,
     /// `kpi_bio_clone` fails this many more times.
     pub fail_clone: u32,
     /// `kpi_random`'s answer.
     pub random: u32,
     /// `kern.geom.notaste`.
     pub notaste: bool,
+    /// The module's life as the kpi_* calls made it: `kpi_setup` succeeded, `g_mp_kt` runs,
+    /// the class's events were cancelled.
+    pub life: Life,
+    /// `kproc_create` fails with this errno (0: it succeeds).
+    pub kproc_error: i32,
+    /// The calls of the module's life, in order (`setup`, `worker_stop`, `cancel_events`,
+    /// `teardown`), and `fini` as the harness made it.
+    pub lifecycle: Vec<&'static str>,
+}
+
+/// Where the module is in its life, as its kpi_* calls say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Life {
+    /// `kpi_setup` succeeded and `kpi_teardown` has not run.
+    pub set_up: bool,
+    /// `g_mp_kt` runs (from `kpi_setup` to `kpi_worker_stop`).
+    pub worker: bool,
+    /// The class's events were cancelled: any posted later would call into a module that is
+    /// gone.
+    pub events_cancelled: bool,
 }
 
 static WORLD: Mutex<Option<World>> = Mutex::new(None);
