@@ -27,6 +27,9 @@ geom_multipath/kmod/check-bindings.sh
 cargo clippy -p geom_multipath_kmod --features kernel -j2 -- -D warnings
 geom_multipath/kmod/check-object.sh
 
+step "FreeBSD build of the module: its C against FreeBSD's headers (amd64, arm64; plain, KDTRACE_HOOKS, INVARIANTS+WITNESS; warnings are errors), geom_multipath.ko linked as bsd.kmod.mk does and checked"
+geom_multipath/kmod/cross-build.sh
+
 step "FreeBSD type-check: CLI, daemon and sys crate (x86_64-unknown-freebsd; check, not link)"
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-freebsd; then
     cargo check --target x86_64-unknown-freebsd -p gmultipath -p geom_multipath_sys -p geom_multipath_host --all-targets -j2

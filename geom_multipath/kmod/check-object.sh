@@ -1,11 +1,11 @@
 #!/bin/sh
 # The kernel-object gate (KMOD.md, "Gates that run on Linux", item 4).
 #
-# Builds the Rust half of geom_multipath.ko exactly as the Makefile does -- target
-# x86_64-unknown-none, core and alloc rebuilt from source with the kernel's code model,
-# fat LTO, panic=abort -- pre-links it with `ld -r --gc-sections -u <each gmp_rs_ entry>`,
-# strips the LLVM bitcode sections and .eh_frame, and checks with readelf/objdump that the amd64 kernel
-# linker can take it:
+# Builds the Rust half of geom_multipath.ko with rust-object.sh -- the recipe the Makefile
+# runs: target x86_64-unknown-none, core and alloc rebuilt from source with the kernel's
+# code model, fat LTO, panic=abort, pre-linked with `ld.lld -m elf_x86_64_fbsd -r
+# --gc-sections -u <each gmp_rs_ entry>`, LLVM bitcode sections and .eh_frame stripped --
+# and checks with readelf/objdump that the amd64 kernel linker can take it:
 #   * relocations only R_X86_64_64, R_X86_64_PC32, R_X86_64_PLT32, R_X86_64_32S;
 #   * no SSE/AVX/x87 register in the code, no TLS;
 #   * undefined symbols only the kpi_* functions of kpi.h and memcpy/memset/memmove/
@@ -14,13 +14,14 @@
 #   * the geom methods (g_multipath_start, ...) are not global symbols: in every C object of
 #     the shim that cross-build.sh compiled against FreeBSD's headers (target/kmod-freebsd),
 #     no g_multipath_* function is GLOBAL (only the class and the method table are).
-# Prints "SKIPPED: <why>" and succeeds only when a prerequisite cannot be installed.
+# (cross-build.sh links the whole module and checks that too.)
+# A missing tool fails when CI is set (.ci/run installs them all); otherwise it prints
+# "SKIPPED: <why>" and succeeds.
 #
 # Usage: check-object.sh [OUTPUT.o]     build, pre-link and check
 #                                      (default: target/kmod/geom_multipath_rs.o)
 #        check-object.sh --check FILE.o  only check an existing object
-# Needs: rustup (component rust-src, target x86_64-unknown-none), binutils (ld, objcopy,
-# readelf, objdump). Uses stable Rust with RUSTC_BOOTSTRAP=1 for -Zbuild-std.
+# Needs: rustup (component rust-src), ld.lld (Debian: lld), llvm-objcopy, readelf, objdump.
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,6 +38,9 @@ jobs=${JOBS:-2}
 max_frame=2048
 
 skip() {
+    if [ -n "${CI:-}" ]; then
+        fail "$* (CI installs it: .ci/run)"
+    fi
     echo "SKIPPED: $*"
     exit 0
 }
@@ -56,46 +60,17 @@ kpis=$(grep -o 'kpi_[a-z0-9_]*(' "$here/kpi.h" | tr -d '(' | sort -u)
 
 if [ -z "$check_only" ]; then
 command -v cargo >/dev/null 2>&1 || skip "cargo is not installed"
-command -v rustup >/dev/null 2>&1 || skip "rustup is not installed (needed for rust-src and $target)"
-for tool in ld objcopy readelf objdump; do
-    command -v "$tool" >/dev/null 2>&1 || skip "$tool (binutils) is not installed"
+command -v rustup >/dev/null 2>&1 || skip "rustup is not installed (needed for rust-src)"
+for tool in ld.lld llvm-objcopy; do
+    command -v "$tool" >/dev/null 2>&1 || skip "$tool (Debian: lld, llvm) is not installed"
 done
 if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
     rustup component add rust-src >/dev/null 2>&1 || skip "rustup component add rust-src failed"
 fi
-if ! rustup target list --installed 2>/dev/null | grep -qx "$target"; then
-    rustup target add "$target" >/dev/null 2>&1 || skip "rustup target add $target failed"
-fi
 
-# ----- build --------------------------------------------------------------------------------
-mkdir -p "$tdir" "$(dirname "$out")"
-echo "==> cargo rustc (target $target, -Zbuild-std=core,alloc, fat LTO, -j$jobs)"
-(
-    cd "$root"
-    RUSTC_BOOTSTRAP=1 \
-    CARGO_PROFILE_RELEASE_LTO=fat \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
-    CARGO_PROFILE_RELEASE_PANIC=abort \
-    CARGO_PROFILE_RELEASE_DEBUG=0 \
-    CARGO_PROFILE_RELEASE_OPT_LEVEL=2 \
-    RUSTFLAGS="-Ccode-model=kernel -Crelocation-model=static -Crelro-level=off -Cforce-frame-pointers=yes -Cforce-unwind-tables=no" \
-    cargo rustc -p geom_multipath_kmod --release --features kernel \
-        --target "$target" -Zbuild-std=core,alloc --crate-type staticlib \
-        --target-dir "$tdir/cargo" -j"$jobs" --quiet
-)
-lib=$tdir/cargo/$target/release/libgeom_multipath_kmod.a
-[ -f "$lib" ] || fail "cargo did not produce $lib"
-
-echo "==> ld -r --gc-sections (roots: $(echo "$entries" | wc -l) gmp_rs_ entry points)"
-roots=
-for e in $entries; do roots="$roots -u $e"; done
-# shellcheck disable=SC2086
-ld -r --gc-sections $roots -o "$out.tmp" "$lib"
-# LLVM's bitcode sections break nm (and with it kmod.mk's symbol localisation); the kernel
-# never unwinds, so .eh_frame goes too.
-objcopy --remove-section=.llvmbc --remove-section=.llvmcmd --remove-section=.eh_frame \
-    "$out.tmp" "$out"
-rm -f "$out.tmp"
+echo "==> rust-object.sh amd64 (target $target, -Zbuild-std=core,alloc, fat LTO, ld.lld -m elf_x86_64_fbsd -r, -j$jobs)"
+LD=ld.lld OBJCOPY=llvm-objcopy RUST_DIR=$tdir/cargo JOBS=$jobs QUIET=1 \
+    "$here/rust-object.sh" amd64 "$out"
 fi
 [ -f "$out" ] || fail "no object $out"
 

@@ -31,10 +31,13 @@ FEATURE(geom_multipath, "GEOM multipath support");
 
 /*
  * kern.geom.multipath: one SYSCTL_PROC per row of the tunables table (the
- * Rust crate geom_multipath_sysctl, sysctl/src/lib.rs), in its order, with its
- * leaf, type and description; arg2 is the knob (KPI_KNOB_*). The values, their
- * defaults and their ranges live on the Rust side. A test of the glue crate
- * keeps these lines and the table in step.
+ * Rust crate geom_multipath_sysctl, sysctl/src/lib.rs) that the module
+ * enforces, in its order, with its leaf, type and description; arg2 is the
+ * knob (KPI_KNOB_*). Rows marked host_only (io_timeout) are not registered:
+ * GEOM cannot take back a request it has sent down, and a knob that does
+ * nothing would be a trap. The values, their defaults and their ranges live on
+ * the Rust side. A test of the glue crate keeps these lines and the table in
+ * step; check-ko.sh checks the linked module's sysctl set against the table.
  */
 SYSCTL_DECL(_kern_geom);
 static SYSCTL_NODE(_kern_geom, OID_AUTO, multipath,
@@ -62,10 +65,6 @@ SYSCTL_PROC(_kern_geom_multipath, OID_AUTO, exclusive,
     CTLTYPE_UINT | CTLFLAG_RW | CTLFLAG_MPSAFE, NULL, KPI_KNOB_EXCLUSIVE,
     g_multipath_sysctl_knob, "IU",
     "Exclusively open providers");
-SYSCTL_PROC(_kern_geom_multipath, OID_AUTO, io_timeout,
-    CTLTYPE_UINT | CTLFLAG_RW | CTLFLAG_MPSAFE, NULL, KPI_KNOB_IO_TIMEOUT,
-    g_multipath_sysctl_knob, "IU",
-    "Seconds a path may take to answer a request before it is failed (0: wait)");
 
 /*
  * The "geom" SDT provider is defined here, not only declared: whether a

@@ -59,6 +59,9 @@ pub struct Tunable {
     pub description: &'static str,
     /// `true` for FreeBSD's own knobs, `false` for this implementation's extensions.
     pub freebsd: bool,
+    /// `true` when only the userland host acts on the knob: the kernel module does not
+    /// register it, since a knob that does nothing would be a trap.
+    pub host_only: bool,
 }
 
 /// Every knob, FreeBSD's first, in [`Knob`] order.
@@ -73,6 +76,7 @@ pub const TABLE: [Tunable; 3] = [
         max: u32::MAX,
         description: "Debug level",
         freebsd: true,
+        host_only: false,
     },
     Tunable {
         knob: Knob::Exclusive,
@@ -86,6 +90,7 @@ pub const TABLE: [Tunable; 3] = [
         max: 1,
         description: "Exclusively open providers",
         freebsd: true,
+        host_only: false,
     },
     Tunable {
         knob: Knob::IoTimeout,
@@ -97,6 +102,8 @@ pub const TABLE: [Tunable; 3] = [
         max: 86_400,
         description: "Seconds a path may take to answer a request before it is failed (0: wait)",
         freebsd: false,
+        // GEOM cannot take back a request it has sent down, so the kernel cannot enforce it.
+        host_only: true,
     },
 ];
 
@@ -226,6 +233,8 @@ mod tests {
             "io_timeout 0 means: wait, as FreeBSD does"
         );
         assert!(!Knob::IoTimeout.tunable().freebsd);
+        assert!(Knob::IoTimeout.tunable().host_only);
+        assert!(TABLE.iter().filter(|t| t.freebsd).all(|t| !t.host_only));
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! `kern.geom.multipath.*`: the values behind the SYSCTLs, read by the class on every call.
 //!
 //! The table of knobs is the sysctl crate's ([`geom_multipath::sysctl::TABLE`]); the shim
-//! registers one `SYSCTL_PROC` per row, with the row's leaf, type and description and the
-//! knob's index (`KPI_KNOB_*`) as `arg2`, and its handler calls [`get`] and [`set`] through
-//! `gmp_rs_knob_get`/`gmp_rs_knob_set`. The values live here in atomics, so a sysctl never
+//! registers one `SYSCTL_PROC` per row that is not `host_only`, with the row's leaf, type and
+//! description and the knob's index (`KPI_KNOB_*`) as `arg2`, and its handler calls [`get`]
+//! and [`set`] through `gmp_rs_knob_get`/`gmp_rs_knob_set`. The values live here in atomics, so a sysctl never
 //! waits for the class and works before `init` and after `fini`; they start at the table's
 //! defaults (FreeBSD's for `debug` and `exclusive`). A test keeps the shim's SYSCTLs and the
 //! table in step.
