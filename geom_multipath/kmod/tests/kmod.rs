@@ -8,6 +8,7 @@
 
 use geom_multipath::Mode;
 use geom_multipath_kmod::bindings::{KPI_BIO_GETATTR, KPI_BIO_READ, KPI_BIO_WRITE};
+use geom_multipath_kmod::userland::sleep::{self, SleepPoint};
 use geom_multipath_kmod::userland::world::Fault;
 use geom_multipath_kmod::userland::{self, memory, CtlReply, Kernel};
 use geom_multipath_kmod::KpiAlloc;
@@ -497,6 +498,157 @@ fn requests_waiting_in_g_mp_kt_are_not_overtaken() {
     k.forget(bp);
     k.close(cp);
     finish(k);
+}
+
+/// Two labelled geoms, FRED (md0, md1) and BOB (da0), both open for reading and writing.
+fn two_geoms() -> (Kernel, userland::world::Handle, userland::world::Handle) {
+    let mut k = Kernel::boot();
+    let fred = k.disk("md", 2, MB, SS);
+    k.label(fred, "FRED", UUID, Mode::ActivePassive, SS);
+    let bob = k.disk("da", 1, MB, SS);
+    k.label(
+        bob,
+        "BOB",
+        "bbbbbbbb-0000-1111-2222-333333333333",
+        Mode::ActivePassive,
+        SS,
+    );
+    k.load();
+    k.settle();
+    assert_eq!(k.geoms().len(), 2, "{:?}", k.geoms());
+    let fred = k.open("multipath/FRED", 1, 1, 0).expect("open FRED");
+    let bob = k.open("multipath/BOB", 1, 1, 0).expect("open BOB");
+    k.console();
+    (k, fred, bob)
+}
+
+/// A control call that sleeps at `point` with the class in hand, on its own thread.
+fn sleeping_control_call(point: SleepPoint) -> (sleep::Latch, std::thread::JoinHandle<()>) {
+    let latch = sleep::arm_in_class(point);
+    let control = std::thread::spawn(move || match point {
+        // dumpconf (a kern.geom.confxml read) growing its buffer.
+        SleepPoint::Sbuf => {
+            userland::conf("FRED").expect("FRED");
+        }
+        // `configure -A FRED` rewrites FRED's label: allocations, label I/O, topology.
+        _ => {
+            let reply = userland::ctl_request(userland::ctl_params(
+                "configure",
+                &[
+                    ("active_active", 1),
+                    ("active_read", 0),
+                    ("active_passive", 0),
+                ],
+                &["FRED"],
+            ));
+            assert_eq!(reply.error, None, "{reply:?}");
+        }
+    });
+    assert!(
+        latch.wait_asleep(std::time::Duration::from_secs(10)),
+        "the control call never slept at {point:?}"
+    );
+    (latch, control)
+}
+
+/// Runs g_up, g_mp_kt and the event thread on their own threads until `stop`.
+fn pumps(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    [userland::run_up, userland::run_worker, userland::run_event]
+        .into_iter()
+        .map(|pump| {
+            let stop = std::sync::Arc::clone(stop);
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if !pump() {
+                        std::thread::yield_now();
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn a_sleeping_control_call_never_blocks_g_down_or_g_up() {
+    // g_down and g_up only ever try the class: with a control call asleep in its middle
+    // (label I/O, memory, a confxml buffer, the topology lock), a request to either geom is
+    // taken off g_down at once and its completion off g_up at once.
+    for point in [
+        SleepPoint::LabelIo,
+        SleepPoint::WaitokAlloc,
+        SleepPoint::Sbuf,
+        SleepPoint::TopologyRetake,
+    ] {
+        let (mut k, fred, bob) = two_geoms();
+        let (latch, control) = sleeping_control_call(point);
+        let a = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+        let b = k.submit("multipath/BOB", KPI_BIO_READ, 0, vec![0; 512], None);
+        while k.run_up() {}
+        assert_eq!(k.queues().0, 0, "{point:?}: g_up is never held up");
+        latch.release();
+        control.join().expect("control call");
+        k.settle();
+        for bp in [a, b] {
+            assert_eq!(
+                k.answer(bp).map(|a| (a.error, a.delivered)),
+                Some((0, 1)),
+                "{point:?}"
+            );
+            k.forget(bp);
+        }
+        k.close(fred);
+        k.close(bob);
+        finish(k);
+    }
+}
+
+#[test]
+#[ignore = "issue 9 item 1 is open: a control call that sleeps holds the class-wide gate, and \
+            the requests of every geom wait for it in g_mp_kt"]
+fn requests_complete_while_a_control_call_sleeps() {
+    // (a): the I/O path never waits for a control call that sleeps: requests to the geom the
+    // control call works on, and to another geom, complete while it sleeps.
+    for point in [
+        SleepPoint::LabelIo,
+        SleepPoint::WaitokAlloc,
+        SleepPoint::Sbuf,
+        SleepPoint::TopologyRetake,
+    ] {
+        let (mut k, fred, bob) = two_geoms();
+        let (latch, control) = sleeping_control_call(point);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = pumps(&stop);
+        let requests = [
+            k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![1; 512], None),
+            k.submit("multipath/BOB", KPI_BIO_WRITE, 0, vec![2; 512], None),
+        ];
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut answered = false;
+        while std::time::Instant::now() < deadline {
+            if requests.iter().all(|&bp| k.answer(bp).is_some()) {
+                answered = true;
+                break;
+            }
+            std::thread::yield_now();
+        }
+        latch.release();
+        control.join().expect("control call");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in threads {
+            t.join().expect("pump");
+        }
+        k.settle();
+        assert!(
+            answered,
+            "{point:?}: requests waited for the sleeping control call"
+        );
+        for bp in requests {
+            k.forget(bp);
+        }
+        k.close(fred);
+        k.close(bob);
+        finish(k);
+    }
 }
 
 #[test]

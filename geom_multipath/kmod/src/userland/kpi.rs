@@ -19,6 +19,7 @@ use std::thread::{self, ThreadId};
 use std::vec::Vec;
 
 use super::memory::{self, host};
+use super::sleep::{self, SleepPoint};
 use super::world::{world, Backing, FBio, FConsumer, FEvent, FGeom, FProvider, Handle, Work};
 use super::Kernel;
 use crate::bindings as b;
@@ -167,6 +168,7 @@ pub extern "C" fn kpi_gate_enter() -> c_int {
         }
         gate.owner = Some(me);
         gate.try_mode = false;
+        HOLDS_GATE.with(|h| h.set(true));
         0
     })
 }
@@ -179,6 +181,7 @@ pub extern "C" fn kpi_gate_exit() {
         let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
         let ok = gate.owner == Some(me) && !gate.try_mode;
         gate.owner = None;
+        HOLDS_GATE.with(|h| h.set(false));
         drop(gate);
         GATE_FREE.notify_all();
         require(ok, || String::from("kpi_gate_exit without kpi_gate_enter"));
@@ -197,6 +200,7 @@ pub extern "C" fn kpi_gate_try_enter() -> bool {
         }
         gate.owner = Some(me);
         gate.try_mode = true;
+        HOLDS_GATE.with(|h| h.set(true));
         memory::set_no_sleep(true);
         true
     })
@@ -210,6 +214,7 @@ pub extern "C" fn kpi_gate_try_exit() {
         let mut gate = GATE.lock().unwrap_or_else(|e| e.into_inner());
         let ok = gate.owner == Some(me) && gate.try_mode;
         gate.owner = None;
+        HOLDS_GATE.with(|h| h.set(false));
         drop(gate);
         memory::set_no_sleep(false);
         GATE_FREE.notify_all();
@@ -217,6 +222,17 @@ pub extern "C" fn kpi_gate_try_exit() {
             String::from("kpi_gate_try_exit without kpi_gate_try_enter")
         });
     })
+}
+
+std::thread_local! {
+    /// This thread holds the gate (kept beside `Gate::owner` so that the allocator can ask
+    /// without locking or allocating).
+    static HOLDS_GATE: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether this thread holds the gate.
+pub(crate) fn gate_owned_here() -> bool {
+    HOLDS_GATE.with(core::cell::Cell::get)
 }
 
 /// Whether any thread holds the gate (for the harness).
@@ -788,6 +804,9 @@ fn data_io(cp: Handle, write: bool, offset: u64, buf: &mut [u8]) -> i32 {
     let what = if write { "kpi_cp_write" } else { "kpi_cp_read" };
     topology(what);
     may_sleep(what);
+    // The I/O (topology lock dropped), then the topology lock taken back.
+    sleep::point(SleepPoint::LabelIo);
+    sleep::point(SleepPoint::TopologyRetake);
     let mut w = world();
     let Some(c) = w.consumers.get(&cp).cloned() else {
         w.anomaly(format!("{what} on unknown consumer {cp:#x}"));
@@ -1188,6 +1207,7 @@ pub unsafe extern "C" fn kpi_g_taste_read(
     buf: *mut c_void,
     len: usize,
 ) -> c_int {
+    sleep::point(SleepPoint::LabelIo);
     let mut data = host(|| std::vec![0u8; len]);
     let error = host(|| {
         topology("kpi_g_taste_read");
@@ -1323,6 +1343,8 @@ pub unsafe extern "C" fn kpi_gctl_set_param(
 /// `s` must be `len` readable bytes.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn kpi_sbuf_cat(sb: *mut sbuf, s: *const c_char, len: usize) {
+    // sbuf_bcat may grow the buffer with malloc(M_WAITOK).
+    sleep::point(SleepPoint::Sbuf);
     host(|| {
         // SAFETY: forwarded from this function's contract.
         let s = unsafe { text(s, len) };

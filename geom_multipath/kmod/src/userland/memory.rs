@@ -151,6 +151,10 @@ pub(crate) fn malloc(size: usize, align: usize, flags: i32) -> *mut u8 {
         if flags & b::KPI_M_WAITOK != 0 && no_sleep() {
             WAITOK_IN_NO_SLEEP.fetch_add(1, Ordering::SeqCst);
         }
+        if !nowait && !no_sleep() {
+            // Waiting for free pages, when a test makes it last.
+            super::sleep::point(super::sleep::SleepPoint::WaitokAlloc);
+        }
         if nowait
             && FAIL_NOWAIT
                 .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))

@@ -12,13 +12,17 @@
 //! * every module allocation is counted ([`memory::stats`]), sleeping where the kernel forbids
 //!   it is caught, and GEOM's own rules (access counts, double delivery, detaching an open
 //!   consumer, ...) are recorded as anomalies that [`Kernel::check`] turns into test failures;
-//! * `kpi_panic` is a Rust panic.
+//! * `kpi_panic` is a Rust panic;
+//! * sleeping can be made to last: a test arms a [`sleep::Latch`] where a control call would
+//!   sleep (an `M_WAITOK` allocation, label I/O, a dumpconf buffer, the topology lock) and
+//!   drives the other threads meanwhile.
 //!
 //! The module's state is global, as in the kernel, so only one [`Kernel`] exists at a time:
 //! [`Kernel::boot`] waits for the previous one to be dropped.
 
 pub mod kpi;
 pub mod memory;
+pub mod sleep;
 pub mod world;
 
 use core::ffi::c_char;
@@ -526,69 +530,14 @@ impl Kernel {
     /// `gmultipath <verb> [options] args...` as geom(8) sends it: class, verb, version 1, the
     /// options (4-byte ints), nargs, arg0…, and `output` (4096 bytes, WR|ASCII).
     pub fn ctl(&mut self, verb: &str, options: &[(&str, i32)], args: &[&str]) -> CtlReply {
-        let mut params = Vec::new();
-        params.push(ascii("class", "MULTIPATH"));
-        params.push(ascii("verb", verb));
-        params.push(raw("version", 1u32.to_ne_bytes().to_vec()));
-        for (name, value) in options {
-            params.push(raw(name, value.to_ne_bytes().to_vec()));
-        }
-        params.push(raw(
-            "nargs",
-            i32::try_from(args.len())
-                .expect("nargs")
-                .to_ne_bytes()
-                .to_vec(),
-        ));
-        for (i, a) in args.iter().enumerate() {
-            params.push(ascii(&format!("arg{i}"), a));
-        }
-        params.push(FParam {
-            name: b"output".to_vec(),
-            flags: b::KPI_GCTL_PARAM_WR | b::KPI_GCTL_PARAM_ASCII,
-            value: std::vec![0; 4096],
-            changed: false,
-        });
-        self.ctl_params(params)
+        self.ctl_params(ctl_params(verb, options, args))
     }
 
     /// A control request with exactly these parameters.
     pub fn ctl_params(&mut self, params: Vec<FParam>) -> CtlReply {
-        let req = {
-            let mut w = world();
-            let req = w.handle();
-            w.reqs.insert(
-                req,
-                FReq {
-                    params,
-                    error: None,
-                },
-            );
-            req
-        };
-        Self::event_thread(|| {
-            // SAFETY: a live request.
-            Self::call(|| unsafe { entry::gmp_rs_ctlreq(req as *mut gctl_req) })
-        });
-        let r = world().reqs.remove(&req).expect("request");
-        let output = r
-            .params
-            .iter()
-            .find(|p| p.name == b"output" && p.changed)
-            .map(|p| {
-                let end = p
-                    .value
-                    .iter()
-                    .position(|&c| c == 0)
-                    .unwrap_or(p.value.len());
-                String::from_utf8_lossy(&p.value[..end]).into_owned()
-            })
-            .unwrap_or_default();
+        let reply = ctl_request(params);
         self.settle();
-        CtlReply {
-            error: r.error,
-            output,
-        }
+        reply
     }
 
     // ----- observation --------------------------------------------------------------------
@@ -596,63 +545,7 @@ impl Kernel {
     /// `kern.geom.confxml`'s class part for geom `name`: the module's dumpconf for the geom,
     /// each path (kernel order) and the provider, with geom_dump.c's indents.
     pub fn conf(&mut self, name: &str) -> Option<Conf> {
-        let (gp, pp, consumers) = {
-            let w = world();
-            let (&gp, g) = w
-                .geoms
-                .iter()
-                .find(|(_, g)| g.ours && g.name == name && !g.withering)?;
-            let mut consumers: Vec<(Handle, String)> = w
-                .consumers
-                .iter()
-                .filter(|(_, c)| c.geom == gp)
-                .map(|(h, c)| {
-                    (
-                        *h,
-                        c.provider
-                            .and_then(|pp| w.providers.get(&pp))
-                            .map(|p| p.name.clone())
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
-            // GEOM's list is newest first; handles grow with age.
-            consumers.reverse();
-            (gp, g.provider, consumers)
-        };
-        let dump = |indent: &str, cp: Option<Handle>, pp: Option<Handle>| -> String {
-            let sb = {
-                let mut w = world();
-                let sb = w.handle();
-                w.sbufs.insert(sb, String::new());
-                sb
-            };
-            let indent = CString::new(indent).expect("indent");
-            Self::event_thread(|| {
-                // SAFETY: live objects of the module's geom; `indent` outlives the call.
-                Self::call(|| unsafe {
-                    entry::gmp_rs_dumpconf(
-                        sb as *mut sbuf,
-                        indent.as_ptr().cast::<c_char>(),
-                        indent.as_bytes().len(),
-                        gp as *mut b::g_geom,
-                        cp.map_or(core::ptr::null_mut(), |h| h as *mut g_consumer),
-                        pp.map_or(core::ptr::null_mut(), |h| h as *mut g_provider),
-                    )
-                })
-            });
-            world().sbufs.remove(&sb).unwrap_or_default()
-        };
-        Some(Conf {
-            geom: dump("\t", None, None),
-            paths: consumers
-                .into_iter()
-                .map(|(cp, name)| (name, dump("\t    ", Some(cp), None)))
-                .collect(),
-            provider: pp
-                .map(|pp| dump("\t    ", None, Some(pp)))
-                .unwrap_or_default(),
-        })
+        conf(name)
     }
 
     /// Everything the module printed since the last call, in order.
@@ -766,6 +659,138 @@ impl Drop for GateHold {
     fn drop(&mut self) {
         kpi::kpi_gate_exit();
     }
+}
+
+/// The parameters of `gmultipath <verb> [options] args...` as geom(8) sends them: class,
+/// verb, version 1, the options (4-byte ints), nargs, arg0…, and `output` (4096 bytes,
+/// WR|ASCII).
+pub fn ctl_params(verb: &str, options: &[(&str, i32)], args: &[&str]) -> Vec<FParam> {
+    let mut params = Vec::new();
+    params.push(ascii("class", "MULTIPATH"));
+    params.push(ascii("verb", verb));
+    params.push(raw("version", 1u32.to_ne_bytes().to_vec()));
+    for (name, value) in options {
+        params.push(raw(name, value.to_ne_bytes().to_vec()));
+    }
+    params.push(raw(
+        "nargs",
+        i32::try_from(args.len())
+            .expect("nargs")
+            .to_ne_bytes()
+            .to_vec(),
+    ));
+    for (i, a) in args.iter().enumerate() {
+        params.push(ascii(&format!("arg{i}"), a));
+    }
+    params.push(FParam {
+        name: b"output".to_vec(),
+        flags: b::KPI_GCTL_PARAM_WR | b::KPI_GCTL_PARAM_ASCII,
+        value: std::vec![0; 4096],
+        changed: false,
+    });
+    params
+}
+
+/// A control request (`g_ctl_req` on an ioctl thread, topology lock held), without waiting
+/// for what it leaves to the other threads. Safe to call from another thread while a test
+/// drives the kernel.
+pub fn ctl_request(params: Vec<FParam>) -> CtlReply {
+    let req = {
+        let mut w = world();
+        let req = w.handle();
+        w.reqs.insert(
+            req,
+            FReq {
+                params,
+                error: None,
+            },
+        );
+        req
+    };
+    Kernel::event_thread(|| {
+        // SAFETY: a live request.
+        Kernel::call(|| unsafe { entry::gmp_rs_ctlreq(req as *mut gctl_req) })
+    });
+    let r = world().reqs.remove(&req).expect("request");
+    let output = r
+        .params
+        .iter()
+        .find(|p| p.name == b"output" && p.changed)
+        .map(|p| {
+            let end = p
+                .value
+                .iter()
+                .position(|&c| c == 0)
+                .unwrap_or(p.value.len());
+            String::from_utf8_lossy(&p.value[..end]).into_owned()
+        })
+        .unwrap_or_default();
+    CtlReply {
+        error: r.error,
+        output,
+    }
+}
+
+/// `kern.geom.confxml`'s class part for geom `name` (see [`Kernel::conf`]). Safe to call
+/// from another thread while a test drives the kernel.
+pub fn conf(name: &str) -> Option<Conf> {
+    let (gp, pp, consumers) = {
+        let w = world();
+        let (&gp, g) = w
+            .geoms
+            .iter()
+            .find(|(_, g)| g.ours && g.name == name && !g.withering)?;
+        let mut consumers: Vec<(Handle, String)> = w
+            .consumers
+            .iter()
+            .filter(|(_, c)| c.geom == gp)
+            .map(|(h, c)| {
+                (
+                    *h,
+                    c.provider
+                        .and_then(|pp| w.providers.get(&pp))
+                        .map(|p| p.name.clone())
+                        .unwrap_or_default(),
+                )
+            })
+            .collect();
+        // GEOM's list is newest first; handles grow with age.
+        consumers.reverse();
+        (gp, g.provider, consumers)
+    };
+    let dump = |indent: &str, cp: Option<Handle>, pp: Option<Handle>| -> String {
+        let sb = {
+            let mut w = world();
+            let sb = w.handle();
+            w.sbufs.insert(sb, String::new());
+            sb
+        };
+        let indent = CString::new(indent).expect("indent");
+        Kernel::event_thread(|| {
+            // SAFETY: live objects of the module's geom; `indent` outlives the call.
+            Kernel::call(|| unsafe {
+                entry::gmp_rs_dumpconf(
+                    sb as *mut sbuf,
+                    indent.as_ptr().cast::<c_char>(),
+                    indent.as_bytes().len(),
+                    gp as *mut b::g_geom,
+                    cp.map_or(core::ptr::null_mut(), |h| h as *mut g_consumer),
+                    pp.map_or(core::ptr::null_mut(), |h| h as *mut g_provider),
+                )
+            })
+        });
+        world().sbufs.remove(&sb).unwrap_or_default()
+    };
+    Some(Conf {
+        geom: dump("\t", None, None),
+        paths: consumers
+            .into_iter()
+            .map(|(cp, name)| (name, dump("\t    ", Some(cp), None)))
+            .collect(),
+        provider: pp
+            .map(|pp| dump("\t    ", None, Some(pp)))
+            .unwrap_or_default(),
+    })
 }
 
 // ----- the kernel's threads, as free functions (the pumps also run inside fake kpi calls) ---
