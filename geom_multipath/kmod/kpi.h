@@ -117,16 +117,17 @@ uint32_t kpi_random(void);
 /* ----- the class gate: one owner of the Rust class at a time ----------------- */
 
 /**
- * Sleeps until the class is free and takes it. Returns KPI_EDEADLK, without
- * taking it, if the calling thread already owns it (a GEOM method re-entered
- * from inside one of the class's own topology calls).
+ * sx_xlock(9) of the class gate: sleeps until the class is free and takes
+ * it. Returns KPI_EDEADLK, without taking it, if the calling thread already
+ * owns it (a GEOM method re-entered from inside one of the class's own
+ * topology calls).
  */
 int	 kpi_gate_enter(void);
 /** Gives back what kpi_gate_enter took and wakes the next waiter. */
 void	 kpi_gate_exit(void);
 /**
- * The data path's entry: takes the class without sleeping, or returns false
- * when a control call owns it. While held, the thread may not sleep.
+ * The data path's entry: sx_try_xlock(9) of the class gate, or false when a
+ * control call owns it. While held, the thread may not sleep.
  */
 bool	 kpi_gate_try_enter(void);
 /** Gives back what kpi_gate_try_enter took. */
@@ -215,9 +216,9 @@ void	 kpi_bio_attr_append(struct bio *bp, const char *s, size_t len);
 struct g_provider *kpi_cp_provider(const struct g_consumer *cp);
 /** g_access(9). */
 int	 kpi_cp_access(struct g_consumer *cp, int dr, int dw, int de);
-/** g_read_data(9) of `len` bytes at `offset` into `buf`, topology lock dropped around it. */
+/** g_read_data(9) of `len` bytes at `offset` into `buf`; the topology lock stays held. */
 int	 kpi_cp_read(struct g_consumer *cp, uint64_t offset, void *buf, size_t len);
-/** g_write_data(9) of `len` bytes at `offset`, topology lock dropped around it. */
+/** g_write_data(9) of `len` bytes at `offset`; the topology lock stays held. */
 int	 kpi_cp_write(struct g_consumer *cp, uint64_t offset, const void *buf,
 	    size_t len);
 /** g_detach(9) and g_destroy_consumer(9). */
@@ -268,7 +269,8 @@ int	 kpi_g_attach(struct g_geom *gp, struct g_provider *pp,
 	    struct g_consumer **cpp);
 /**
  * Taste's private read: a temporary "multipath:taste" geom reads `len` bytes
- * at `offset` of `pp` (attach, g_access(1,0,0), g_read_data, undo).
+ * at `offset` of `pp` (attach, g_access(1,0,0), g_read_data with the topology
+ * lock dropped, undo). Never under the gate.
  */
 int	 kpi_g_taste_read(struct g_provider *pp, uint64_t offset, void *buf,
 	    size_t len);

@@ -135,21 +135,20 @@ kpi_free(void *ptr, size_t size __unused, size_t align)
 		free(((void **)ptr)[-1], M_GMULTIPATH);
 }
 
-static struct mtx gmp_gate_mtx;
 static struct mtx gmp_kt_mtx;
 
 /*
  * Whether malloc(9) may be asked to sleep here: not inside a
  * THREAD_NO_SLEEPING section (g_down, g_up, the data path's hold of the
- * gate), not in a critical section, and not while this thread holds one of
- * the module's own mutexes (the only mutexes the module's code runs under).
+ * gate), not in a critical section, and not while this thread holds the
+ * module's own mutex (the only mutex the module's code could run under).
  */
 bool
 kpi_can_sleep(void)
 {
 
 	return (THREAD_CAN_SLEEP() && curthread->td_critnest == 0 &&
-	    !mtx_owned(&gmp_gate_mtx) && !mtx_owned(&gmp_kt_mtx));
+	    !mtx_owned(&gmp_kt_mtx));
 }
 
 /* ----- console, panic, randomness ------------------------------------------------- */
@@ -177,41 +176,23 @@ kpi_random(void)
 
 /* ----- the class gate ------------------------------------------------------------- */
 
-static bool gmp_gate_busy;		/* a sleepable owner holds the class */
-static struct thread *gmp_gate_owner;	/* ... this one */
-static bool gmp_gate_unlocked;		/* ... with the topology lock dropped for I/O */
+/*
+ * The gate is an sx lock, so WITNESS sees it and checks its order: the
+ * topology lock (when held), then the gate, then gmp_kt_mtx. A control method
+ * takes it with the topology lock held and keeps the topology lock for as long
+ * as it holds the gate (label I/O included), so no holder of the gate ever
+ * waits for the topology lock; g_mp_kt takes it without the topology lock and
+ * never needs that. The data path only tries it.
+ */
+static struct sx gmp_gate;
 
 int
 kpi_gate_enter(void)
 {
-	bool topology;
 
-	topology = sx_xlocked(&topology_lock);
-	mtx_lock(&gmp_gate_mtx);
-	if (gmp_gate_busy && gmp_gate_owner == curthread) {
-		mtx_unlock(&gmp_gate_mtx);
+	if (sx_xlocked(&gmp_gate))
 		return (EDEADLK);
-	}
-	while (gmp_gate_busy) {
-		if (topology && gmp_gate_unlocked) {
-			/*
-			 * The owner waits for I/O and then for the topology
-			 * lock, which we hold: wait without it (as access
-			 * methods that drop it do).
-			 */
-			g_topology_unlock();
-			msleep(&gmp_gate_busy, &gmp_gate_mtx, PRIBIO, "gmpgate",
-			    0);
-			mtx_unlock(&gmp_gate_mtx);
-			g_topology_lock();
-			mtx_lock(&gmp_gate_mtx);
-		} else
-			msleep(&gmp_gate_busy, &gmp_gate_mtx, PRIBIO, "gmpgate",
-			    0);
-	}
-	gmp_gate_busy = true;
-	gmp_gate_owner = curthread;
-	mtx_unlock(&gmp_gate_mtx);
+	sx_xlock(&gmp_gate);
 	return (0);
 }
 
@@ -219,24 +200,15 @@ void
 kpi_gate_exit(void)
 {
 
-	mtx_lock(&gmp_gate_mtx);
-	KASSERT(gmp_gate_busy && gmp_gate_owner == curthread,
-	    ("kpi_gate_exit: not the owner"));
-	gmp_gate_busy = false;
-	gmp_gate_owner = NULL;
-	wakeup(&gmp_gate_busy);
-	mtx_unlock(&gmp_gate_mtx);
+	sx_xunlock(&gmp_gate);
 }
 
 bool
 kpi_gate_try_enter(void)
 {
 
-	mtx_lock(&gmp_gate_mtx);
-	if (gmp_gate_busy) {
-		mtx_unlock(&gmp_gate_mtx);
+	if (!sx_try_xlock(&gmp_gate))
 		return (false);
-	}
 	THREAD_NO_SLEEPING();
 	return (true);
 }
@@ -246,31 +218,7 @@ kpi_gate_try_exit(void)
 {
 
 	THREAD_SLEEPING_OK();
-	mtx_unlock(&gmp_gate_mtx);
-}
-
-/* The gate's owner drops the topology lock around GEOM I/O, and takes it back. */
-static void
-gmp_topology_drop(void)
-{
-
-	g_topology_assert();
-	mtx_lock(&gmp_gate_mtx);
-	if (gmp_gate_busy && gmp_gate_owner == curthread)
-		gmp_gate_unlocked = true;
-	mtx_unlock(&gmp_gate_mtx);
-	g_topology_unlock();
-}
-
-static void
-gmp_topology_retake(void)
-{
-
-	g_topology_lock();
-	mtx_lock(&gmp_gate_mtx);
-	if (gmp_gate_busy && gmp_gate_owner == curthread)
-		gmp_gate_unlocked = false;
-	mtx_unlock(&gmp_gate_mtx);
+	sx_xunlock(&gmp_gate);
 }
 
 /* ----- g_mp_kt and the class's GEOM events ------------------------------------------ */
@@ -366,7 +314,7 @@ kpi_setup(void)
 	int error;
 
 	KASSERT(!gmp_kpi_ready, ("kpi_setup: twice"));
-	mtx_init(&gmp_gate_mtx, "gmultipath gate", NULL, MTX_DEF);
+	sx_init(&gmp_gate, "gmultipath gate");
 	mtx_init(&gmp_kt_mtx, "gmtbq", NULL, MTX_DEF);
 	bioq_init(&gmp_kt_start);
 	bioq_init(&gmp_kt_done);
@@ -378,7 +326,7 @@ kpi_setup(void)
 		gmp_kt_state = GMP_KT_NIL;
 		gmp_kt_proc = NULL;
 		mtx_destroy(&gmp_kt_mtx);
-		mtx_destroy(&gmp_gate_mtx);
+		sx_destroy(&gmp_gate);
 		return (error);
 	}
 	gmp_kpi_ready = true;
@@ -423,7 +371,7 @@ kpi_teardown(void)
 	kpi_worker_stop();
 	gmp_kpi_ready = false;
 	mtx_destroy(&gmp_kt_mtx);
-	mtx_destroy(&gmp_gate_mtx);
+	sx_destroy(&gmp_gate);
 }
 
 /* ----- DTrace ------------------------------------------------------------------------ */
@@ -610,9 +558,12 @@ kpi_cp_read(struct g_consumer *cp, uint64_t offset, void *buf, size_t len)
 	void *data;
 	int error;
 
-	gmp_topology_drop();
+	/*
+	 * Under the gate, and with the topology lock kept (as gpart's commit
+	 * does), so that no holder of the gate ever waits for the topology lock.
+	 */
+	g_topology_assert();
 	data = g_read_data(cp, (off_t)offset, (off_t)len, &error);
-	gmp_topology_retake();
 	if (data == NULL)
 		return (error != 0 ? error : EIO);
 	memcpy(buf, data, len);
@@ -626,10 +577,10 @@ kpi_cp_write(struct g_consumer *cp, uint64_t offset, const void *buf,
 {
 	int error;
 
-	gmp_topology_drop();
+	/* As in kpi_cp_read(): the topology lock is kept. */
+	g_topology_assert();
 	error = g_write_data(cp, (off_t)offset, __DECONST(void *, buf),
 	    (off_t)len);
-	gmp_topology_retake();
 	return (error);
 }
 
@@ -803,10 +754,18 @@ kpi_g_taste_read(struct g_provider *pp, uint64_t offset, void *buf, size_t len)
 	if (error == 0) {
 		error = g_access(cp, 1, 0, 0);
 		if (error == 0) {
-			gmp_topology_drop();
+			/*
+			 * Taste reads before it takes the gate (the read may
+			 * open one of the class's own providers, whose access
+			 * method takes the gate), so the topology lock can be
+			 * dropped here as FreeBSD's taste does.
+			 */
+			KASSERT(!sx_xlocked(&gmp_gate),
+			    ("kpi_g_taste_read under the gate"));
+			g_topology_unlock();
 			data = g_read_data(cp, (off_t)offset, (off_t)len,
 			    &error);
-			gmp_topology_retake();
+			g_topology_lock();
 			g_access(cp, -1, 0, 0);
 		}
 		g_detach(cp);

@@ -92,11 +92,11 @@ unsafe extern "C" {
     pub fn kpi_panic(msg: *const ::core::ffi::c_char, len: usize) -> !;
     #[doc = " A random number, for taste's name-clash rename (random(9))."]
     pub fn kpi_random() -> u32;
-    #[doc = " Sleeps until the class is free and takes it. Returns KPI_EDEADLK, without\n taking it, if the calling thread already owns it (a GEOM method re-entered\n from inside one of the class's own topology calls)."]
+    #[doc = " sx_xlock(9) of the class gate: sleeps until the class is free and takes\n it. Returns KPI_EDEADLK, without taking it, if the calling thread already\n owns it (a GEOM method re-entered from inside one of the class's own\n topology calls)."]
     pub fn kpi_gate_enter() -> ::core::ffi::c_int;
     #[doc = " Gives back what kpi_gate_enter took and wakes the next waiter."]
     pub fn kpi_gate_exit();
-    #[doc = " The data path's entry: takes the class without sleeping, or returns false\n when a control call owns it. While held, the thread may not sleep."]
+    #[doc = " The data path's entry: sx_try_xlock(9) of the class gate, or false when a\n control call owns it. While held, the thread may not sleep."]
     pub fn kpi_gate_try_enter() -> bool;
     #[doc = " Gives back what kpi_gate_try_enter took."]
     pub fn kpi_gate_try_exit();
@@ -164,14 +164,14 @@ unsafe extern "C" {
         dw: ::core::ffi::c_int,
         de: ::core::ffi::c_int,
     ) -> ::core::ffi::c_int;
-    #[doc = " g_read_data(9) of `len` bytes at `offset` into `buf`, topology lock dropped around it."]
+    #[doc = " g_read_data(9) of `len` bytes at `offset` into `buf`; the topology lock stays held."]
     pub fn kpi_cp_read(
         cp: *mut g_consumer,
         offset: u64,
         buf: *mut ::core::ffi::c_void,
         len: usize,
     ) -> ::core::ffi::c_int;
-    #[doc = " g_write_data(9) of `len` bytes at `offset`, topology lock dropped around it."]
+    #[doc = " g_write_data(9) of `len` bytes at `offset`; the topology lock stays held."]
     pub fn kpi_cp_write(
         cp: *mut g_consumer,
         offset: u64,
@@ -218,7 +218,7 @@ unsafe extern "C" {
         pp: *mut g_provider,
         cpp: *mut *mut g_consumer,
     ) -> ::core::ffi::c_int;
-    #[doc = " Taste's private read: a temporary \"multipath:taste\" geom reads `len` bytes\n at `offset` of `pp` (attach, g_access(1,0,0), g_read_data, undo)."]
+    #[doc = " Taste's private read: a temporary \"multipath:taste\" geom reads `len` bytes\n at `offset` of `pp` (attach, g_access(1,0,0), g_read_data with the topology\n lock dropped, undo). Never under the gate."]
     pub fn kpi_g_taste_read(
         pp: *mut g_provider,
         offset: u64,

@@ -804,9 +804,8 @@ fn data_io(cp: Handle, write: bool, offset: u64, buf: &mut [u8]) -> i32 {
     let what = if write { "kpi_cp_write" } else { "kpi_cp_read" };
     topology(what);
     may_sleep(what);
-    // The I/O (topology lock dropped), then the topology lock taken back.
+    // The I/O, the topology lock kept.
     sleep::point(SleepPoint::LabelIo);
-    sleep::point(SleepPoint::TopologyRetake);
     let mut w = world();
     let Some(c) = w.consumers.get(&cp).cloned() else {
         w.anomaly(format!("{what} on unknown consumer {cp:#x}"));

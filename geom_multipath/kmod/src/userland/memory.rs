@@ -122,6 +122,10 @@ pub fn topology_held() -> bool {
 
 /// Runs `f` holding the GEOM topology lock (the event thread, an ioctl, `g_access`).
 pub fn with_topology<R>(f: impl FnOnce() -> R) -> R {
+    if !topology_held() {
+        // Waiting for the lock, when a test makes it last.
+        super::sleep::point(super::sleep::SleepPoint::Topology);
+    }
     TOPOLOGY.with(|n| n.set(n.get() + 1));
     let r = f();
     TOPOLOGY.with(|n| n.set(n.get() - 1));

@@ -19,8 +19,8 @@ pub enum SleepPoint {
     LabelIo,
     /// `sbuf_bcat` growing a `kern.geom.confxml` buffer (dumpconf).
     Sbuf,
-    /// Taking the topology lock back after label I/O.
-    TopologyRetake,
+    /// Waiting for the topology lock (every control method takes it before the class).
+    Topology,
 }
 
 #[derive(Debug)]
