@@ -240,6 +240,12 @@ uint64_t kpi_pp_stripeoffset(const struct g_provider *pp);
 uint32_t kpi_pp_rank(const struct g_provider *pp);
 /** The provider's geom. */
 struct g_geom *kpi_pp_geom(const struct g_provider *pp);
+/**
+ * Whether `pp` is a provider of this class or rests on one through other
+ * classes (a gnop or a partition of a multipath provider, ...): as a path it
+ * would send the class's own I/O through the class. Topology lock held.
+ */
+bool	 kpi_pp_on_class(const struct g_provider *pp);
 /** g_provider_by_name(9); NULL if there is none. */
 struct g_provider *kpi_pp_by_name(const char *name, size_t len);
 

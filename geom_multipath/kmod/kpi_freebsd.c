@@ -646,6 +646,32 @@ kpi_pp_geom(const struct g_provider *pp)
 	return (pp->geom);
 }
 
+/* Deeper than any real stack of geoms; a deeper one is refused too. */
+#define	GMP_STACK_MAX	32
+
+static bool
+gmp_on_class(const struct g_provider *pp, int depth)
+{
+	const struct g_consumer *cp;
+
+	if (pp->geom->class == &g_multipath_class || depth == 0)
+		return (true);
+	LIST_FOREACH(cp, &pp->geom->consumer, consumer) {
+		if (cp->provider != NULL &&
+		    gmp_on_class(cp->provider, depth - 1))
+			return (true);
+	}
+	return (false);
+}
+
+bool
+kpi_pp_on_class(const struct g_provider *pp)
+{
+
+	g_topology_assert();
+	return (gmp_on_class(pp, GMP_STACK_MAX));
+}
+
 struct g_provider *
 kpi_pp_by_name(const char *name, size_t len)
 {

@@ -194,6 +194,8 @@ unsafe extern "C" {
     pub fn kpi_pp_rank(pp: *const g_provider) -> u32;
     #[doc = " The provider's geom."]
     pub fn kpi_pp_geom(pp: *const g_provider) -> *mut g_geom;
+    #[doc = " Whether `pp` is a provider of this class or rests on one through other\n classes (a gnop or a partition of a multipath provider, ...): as a path it\n would send the class's own I/O through the class. Topology lock held."]
+    pub fn kpi_pp_on_class(pp: *const g_provider) -> bool;
     #[doc = " g_provider_by_name(9); NULL if there is none."]
     pub fn kpi_pp_by_name(name: *const ::core::ffi::c_char, len: usize) -> *mut g_provider;
     #[doc = " g_new_geomf(9) of a MULTIPATH geom `name` with the class's methods, and its\n provider \"multipath/<name>\" (g_new_providerf(9), g_error_provider(pp, 0)),\n returned through `ppp`."]

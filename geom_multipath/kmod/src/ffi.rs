@@ -316,6 +316,13 @@ impl Provider {
         alloc::string::String::from_utf8_lossy(name).into_owned()
     }
 
+    /// Whether the provider is one of this class's, or rests on one through other classes.
+    pub fn on_class(self) -> bool {
+        // SAFETY: a live provider (module invariant); the topology lock is held by every
+        // caller (control methods).
+        unsafe { b::kpi_pp_on_class(self.as_ptr()) }
+    }
+
     /// The geom that owns the provider.
     pub fn geom(self) -> Option<Geom> {
         // SAFETY: a live provider (module invariant).

@@ -159,9 +159,10 @@ impl Topology for KernelTopology {
             Some(pp) if pp.name() == name => pp,
             _ => Provider::by_name(name).ok_or(Errno::ENXIO)?,
         };
-        if self.is_ours(pp) {
-            // A multipath provider as a path would make every open of the outer geom
-            // re-enter the class: refused whatever the access counts at attach.
+        if pp.on_class() {
+            // A multipath provider as a path (or one resting on a multipath provider through
+            // other classes) would send the class's own opens and I/O back through the
+            // class, which they would then wait for: refused whatever the access counts.
             return Err(Errno(crate::bindings::KPI_EDEADLK));
         }
         let cp = gp.attach(pp)?;

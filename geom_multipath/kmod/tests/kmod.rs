@@ -1205,6 +1205,26 @@ fn a_multipath_provider_as_a_path_is_refused_not_deadlocked() {
             Some((0, 0, 0)),
             "exclusive={exclusive}: nothing holds FRED"
         );
+        // Nor through another class stacked on it (gnop over multipath/FRED).
+        k.stacked("FRED.nop", "multipath/FRED");
+        k.settle();
+        let reply = k.ctl(
+            "create",
+            &[("active_active", 0), ("active_read", 0)],
+            &["BOB", "FRED.nop"],
+        );
+        assert_eq!(
+            reply,
+            err("Provider addition error: 11"),
+            "exclusive={exclusive}"
+        );
+        assert!(
+            k.console().contains(&String::from(
+                "GEOM_MULTIPATH: cannot attach FRED.nop to BOB"
+            )),
+            "exclusive={exclusive}"
+        );
+        k.unstack("FRED.nop");
         // FRED itself is untouched: it opens and carries I/O.
         let cp = k.open("multipath/FRED", 1, 1, 0).expect("open FRED");
         assert_eq!(write_bytes(&mut k, 0, 0x5a, 512).error, 0);

@@ -957,6 +957,29 @@ pub extern "C" fn kpi_pp_geom(pp: *const g_provider) -> *mut g_geom {
     pointer(provider_field(pp, |p| p.geom))
 }
 
+/// `kpi_pp_on_class`: the provider's geom is the module's, or one of that geom's consumers
+/// rests on such a provider (depth-limited as in C).
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_pp_on_class(pp: *const g_provider) -> bool {
+    fn on_class(w: &super::world::World, pp: Handle, depth: u32) -> bool {
+        let Some(gp) = w.providers.get(&pp).and_then(|p| p.geom) else {
+            return false;
+        };
+        if depth == 0 || w.geoms.get(&gp).is_some_and(|g| g.ours) {
+            return true;
+        }
+        w.consumers
+            .values()
+            .filter(|c| c.geom == gp)
+            .filter_map(|c| c.provider)
+            .any(|below| on_class(w, below, depth - 1))
+    }
+    host(|| {
+        topology("kpi_pp_on_class");
+        on_class(&world(), handle(pp), 32)
+    })
+}
+
 /// `kpi_pp_by_name`.
 ///
 /// # Safety
@@ -1413,6 +1436,7 @@ const SIGNATURES_MATCH_KPI_H: () = {
         kpi_pp_stripeoffset(_);
         kpi_pp_rank(_);
         kpi_pp_geom(_);
+        kpi_pp_on_class(_);
         kpi_pp_by_name(_, _);
         kpi_g_new_geom(_, _, _);
         kpi_g_set_geometry(_, _, _);

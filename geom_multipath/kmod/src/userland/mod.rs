@@ -177,6 +177,66 @@ impl Kernel {
         w.events.push_back(FEvent::Taste(pp));
     }
 
+    /// Adds provider `name` of another class stacked on provider `over` (as gnop makes
+    /// `over.nop`): a geom with one consumer attached to `over` and one provider. Its own
+    /// sectors come from a fresh, blank disk (the fake does not pass I/O down).
+    pub fn stacked(&mut self, name: &str, over: &str) {
+        let mut w = world();
+        let below = w.provider_by_name(over).expect("the provider below");
+        let (mediasize, sectorsize) = {
+            let p = &w.providers[&below];
+            (p.mediasize, p.sectorsize)
+        };
+        w.disks.push(Disk {
+            data: std::vec![0; usize::try_from(mediasize).expect("small disk")],
+        });
+        let disk = w.disks.len() - 1;
+        let gp = w.handle();
+        w.geoms.insert(
+            gp,
+            FGeom {
+                name: format!("{over}.stack"),
+                ours: false,
+                provider: None,
+                withering: false,
+            },
+        );
+        let cp = w.handle();
+        w.consumers.insert(cp, FConsumer::attached(gp, below));
+        let pp = w.handle();
+        w.providers.insert(
+            pp,
+            FProvider {
+                name: String::from(name),
+                backing: Backing::Disk(disk),
+                mediasize,
+                sectorsize,
+                stripe: (0, 0),
+                rank: 2,
+                acr: 0,
+                acw: 0,
+                ace: 0,
+                error: 0,
+                physpath: String::new(),
+                geom: Some(gp),
+            },
+        );
+        w.events.push_back(FEvent::Taste(pp));
+    }
+
+    /// Takes away what [`stacked`](Kernel::stacked) made (`gnop destroy`).
+    pub fn unstack(&mut self, name: &str) {
+        let mut w = world();
+        let pp = w.provider_by_name(name).expect("stacked provider");
+        let gp = w
+            .providers
+            .remove(&pp)
+            .and_then(|p| p.geom)
+            .expect("its geom");
+        w.consumers.retain(|_, c| c.geom != gp);
+        w.geoms.remove(&gp);
+    }
+
     /// Sets a provider's stripe geometry.
     pub fn set_stripe(&mut self, name: &str, stripesize: u64, stripeoffset: u64) {
         let mut w = world();
