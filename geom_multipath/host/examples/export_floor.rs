@@ -13,11 +13,11 @@ use std::sync::{Arc, RwLock};
 
 use geom_multipath::testkit::MemTopology;
 use geom_multipath::Class;
-use geom_multipath_host::exports::{Exports, SharedExports};
 #[cfg(target_os = "linux")]
-use geom_multipath_host::fuse_export;
+use geom_multipath_host::export::fuse;
+use geom_multipath_host::export::nbd;
+use geom_multipath_host::msg::exports::{Exports, SharedExports};
 use geom_multipath_host::msg::{self, IoOp, IoReply, Msg};
-use geom_multipath_host::nbd_server;
 use nix::sys::signal::{SigSet, Signal};
 
 /// The FUSE export is Linux's.
@@ -70,14 +70,14 @@ fn main() -> anyhow::Result<()> {
             }
         }
     });
-    let fuse = fuse_export::mount(
+    let fuse = fuse::mount(
         &PathBuf::from(mountpoint),
         exports.clone(),
         handle.clone(),
         Default::default(),
     )?;
-    let nbd = nbd_server::serve(
-        nbd_server::NbdConfig {
+    let nbd = nbd::serve(
+        nbd::NbdConfig {
             unix_dir: Some(PathBuf::from(nbd_dir)),
             tcp: None,
             allow_remote: false,

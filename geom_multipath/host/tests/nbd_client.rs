@@ -13,9 +13,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use geom_multipath::Errno;
-use geom_multipath_host::device::Device;
-use geom_multipath_host::nbd_client::{ClientOptions, NbdDevice, NbdError, NbdPaths};
-use geom_multipath_host::nbd_codec::*;
+use geom_multipath_host::nbd_proto::*;
+use geom_multipath_host::path::device::Device;
+use geom_multipath_host::path::nbd::{ClientOptions, NbdDevice, NbdError, NbdPaths};
 use nbd_common::*;
 
 fn opts() -> ClientOptions {

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use geom_multipath::Errno;
-use geom_multipath_host::device::Device;
-use geom_multipath_host::nbd_client::{ClientOptions, NbdDevice};
-use geom_multipath_host::nbd_codec::{self as codec, *};
-use geom_multipath_host::nbd_server::{serve, NbdConfig, NbdServer};
+use geom_multipath_host::export::nbd::{serve, NbdConfig, NbdServer};
+use geom_multipath_host::nbd_proto::{self as codec, *};
+use geom_multipath_host::path::device::Device;
+use geom_multipath_host::path::nbd::{ClientOptions, NbdDevice};
 use nbd_common::*;
 
 /// Providers exported by a running server over a fake owner.

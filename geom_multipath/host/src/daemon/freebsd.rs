@@ -1,8 +1,8 @@
 //! The daemon on FreeBSD: signals through a kqueue, the GEOM Gate export
-//! ([`crate::ggate_export`]) on `/dev/ggctl` (the `geom_gate` module is loaded if it is
+//! ([`crate::export::ggate`]) on `/dev/ggctl` (the `geom_gate` module is loaded if it is
 //! missing), disks from `kern.disks` and `kern.geom.conftxt` and their changes from devd
-//! ([`crate::disks`], [`crate::devd`]), opened relative to a descriptor of `/dev`, and the
-//! Capsicum sandbox ([`crate::sandbox`]) entered once everything is open.
+//! ([`crate::discovery::disks`], [`crate::discovery::devd`]), opened relative to a descriptor of `/dev`, and the
+//! Capsicum sandbox ([`crate::daemon::sandbox`]) entered once everything is open.
 //!
 //! devd may be missing or restart: without it the daemon checks the disks it holds once a
 //! second (as the Linux daemon checks what raises no event) and, unless sandboxed, tries to
@@ -23,16 +23,18 @@ use nix::sys::event::{EvFlags, EventFilter, FilterFlag, KEvent, Kqueue};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::stat::Mode;
 
+use super::config;
 use super::{apply_reload, Args};
-use crate::control::{self, ControlServer};
-use crate::devd::{DevdSocket, DEVD_SOCKET};
-use crate::exports::SharedExports;
-use crate::ggate_export::{self, GateControl, GateExport, GateOptions};
+use crate::control::socket::{self, ControlServer};
+use crate::daemon::sandbox::{self, Decision, Needs, Role};
+use crate::discovery::devd::{DevdSocket, DEVD_SOCKET};
+use crate::discovery::disks;
+use crate::export::ggate::{self, GateControl, GateExport, GateOptions};
+use crate::msg::exports::SharedExports;
 use crate::msg::OwnerHandle;
+use crate::owner::providers::Source;
 use crate::owner::{Owner, Sources};
-use crate::providers::Source;
-use crate::sandbox::{self, Decision, Needs, Role};
-use crate::{config, device, disks};
+use crate::path::device;
 
 /// The signals the owner acts on: SIGHUP reloads, the others stop.
 const SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
@@ -88,7 +90,7 @@ impl Host {
         exports: SharedExports,
         handle: &OwnerHandle,
     ) -> anyhow::Result<Host> {
-        let Some(prefix) = ggate_export::prefix_for(&args.mount) else {
+        let Some(prefix) = ggate::prefix_for(&args.mount) else {
             bail!(
                 "{}: on FreeBSD the providers appear below /dev (GEOM Gate devices)",
                 args.mount.display()
@@ -117,7 +119,7 @@ impl Host {
             prefix,
             ..GateOptions::default()
         };
-        let gate = ggate_export::start(ctl, exports, handle.clone(), options)
+        let gate = ggate::start(ctl, exports, handle.clone(), options)
             .context("starting the GEOM Gate export")?;
         let decision = sandbox::decide(Needs {
             nbd_paths: !args.nbd_paths.is_empty(),
@@ -158,15 +160,15 @@ impl Host {
         handle: OwnerHandle,
     ) -> anyhow::Result<ControlServer> {
         match self.decision {
-            Decision::Enter => control::serve_with(&args.socket, handle, |listener| {
+            Decision::Enter => socket::serve_with(&args.socket, handle, |listener| {
                 sandbox::apply(&sandbox::limit(Role::ControlListener), listener)
             }),
-            Decision::Stay(_) => control::serve(&args.socket, handle),
+            Decision::Stay(_) => socket::serve(&args.socket, handle),
         }
     }
 
     /// Limits every descriptor to its role and enters capability mode, unless the rule of
-    /// [`crate::sandbox`] says otherwise. A failure leaves the daemon running unsandboxed,
+    /// [`crate::daemon::sandbox`] says otherwise. A failure leaves the daemon running unsandboxed,
     /// and says so.
     pub(super) fn sandbox(&mut self, args: &Args, pidfile: &Path) {
         if let Decision::Stay(why) = &self.decision {

@@ -12,13 +12,13 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 use super::{reload, Args};
-use crate::control::{self, ControlServer};
-use crate::exports::SharedExports;
-use crate::fuse_export::{self, FuseExport};
+use crate::control::socket::{self, ControlServer};
+use crate::discovery::{sysfs, uevents};
+use crate::export::fuse::{self, FuseExport};
+use crate::msg::exports::SharedExports;
 use crate::msg::OwnerHandle;
+use crate::owner::providers::Source;
 use crate::owner::{Owner, Sources};
-use crate::providers::Source;
-use crate::{sysfs, watch};
 
 /// SIGTERM, SIGINT and SIGHUP, blocked in every thread and read from a signalfd.
 pub(super) struct Signals(SignalFd);
@@ -51,16 +51,16 @@ impl Host {
         exports: SharedExports,
         handle: &OwnerHandle,
     ) -> anyhow::Result<Host> {
-        let _ = watch::remove_stale_private_nodes();
-        if let Err(e) = fuse_export::cleanup_stale(&args.mount) {
+        let _ = uevents::remove_stale_private_nodes();
+        if let Err(e) = fuse::cleanup_stale(&args.mount) {
             tracing::warn!(
                 "cleaning up a stale mount at {}: {e:#}",
                 args.mount.display()
             );
         }
-        let fuse = fuse_export::mount(&args.mount, exports, handle.clone(), Default::default())
+        let fuse = fuse::mount(&args.mount, exports, handle.clone(), Default::default())
             .with_context(|| format!("mounting {}", args.mount.display()))?;
-        let watcher = watch::Watcher::new().context("watching block devices")?;
+        let watcher = uevents::Watcher::new().context("watching block devices")?;
         let sources = DaemonSources {
             watcher,
             signalfd: signals.0,
@@ -85,7 +85,7 @@ impl Host {
         args: &Args,
         handle: OwnerHandle,
     ) -> anyhow::Result<ControlServer> {
-        control::serve(&args.socket, handle)
+        socket::serve(&args.socket, handle)
     }
 
     /// Nothing more on Linux: `no_new_privs` is set already.
@@ -108,13 +108,13 @@ impl Host {
             );
             let _ = nix::mount::umount2(&args.mount, nix::mount::MntFlags::MNT_DETACH);
         }
-        let _ = watch::remove_private_nodes();
+        let _ = uevents::remove_private_nodes();
         let _ = std::fs::remove_file(pidfile);
     }
 }
 /// The owner's other event sources in the daemon.
 struct DaemonSources {
-    watcher: watch::Watcher,
+    watcher: uevents::Watcher,
     signalfd: SignalFd,
     config: PathBuf,
     mountpoint: PathBuf,
@@ -152,7 +152,7 @@ impl DaemonSources {
             owner.device_changed(name, None);
             return;
         }
-        let node = match watch::private_node(name, dev.dev) {
+        let node = match uevents::private_node(name, dev.dev) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!("{name}: cannot make a private node: {e}");
@@ -217,9 +217,9 @@ impl Sources for DaemonSources {
         }
         for event in self.watcher.drain() {
             match event {
-                watch::DeviceEvent::Changed { name, .. } => self.refresh(owner, &name),
-                watch::DeviceEvent::ClosedAfterWrite { name, .. } => owner.retaste(&name),
-                watch::DeviceEvent::Rescan => self.rescan(owner),
+                uevents::DeviceEvent::Changed { name, .. } => self.refresh(owner, &name),
+                uevents::DeviceEvent::ClosedAfterWrite { name, .. } => owner.retaste(&name),
+                uevents::DeviceEvent::Rescan => self.rescan(owner),
             }
         }
     }

@@ -12,10 +12,10 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender};
 use geom_multipath::{Errno, GeomId, ProviderInfo};
-use geom_multipath_host::device::{Device, MemDevice};
-use geom_multipath_host::exports::{Exports, SharedExports};
+use geom_multipath_host::msg::exports::{Exports, SharedExports};
 use geom_multipath_host::msg::{self, IoOp, IoReply, Msg, OwnerHandle, OwnerInbox};
-use geom_multipath_host::watched::Watched;
+use geom_multipath_host::path::device::{Device, MemDevice};
+use geom_multipath_host::testkit::watched::Watched;
 
 pub const MIB: u64 = 1 << 20;
 
@@ -391,7 +391,7 @@ fn serve(inbox: OwnerInbox, fake: Arc<Fake>, events: Sender<ProviderEvent>) {
             }
             Msg::ProviderUp { info, source } => {
                 let dev = match source {
-                    geom_multipath_host::providers::Source::Fixed(d) => Some(d),
+                    geom_multipath_host::owner::providers::Source::Fixed(d) => Some(d),
                     _ => None,
                 };
                 let name = info.name.clone();

@@ -3,7 +3,7 @@
 //! file, holders), its device node and its physical path (`GEOM::physpath`).
 //!
 //! This module only reads. It filters nothing (the caller decides which devices may be
-//! paths), opens no device, and learns of no change by itself: [`crate::watch`] says when
+//! paths), opens no device, and learns of no change by itself: [`crate::discovery::uevents`] says when
 //! to look again. The sysfs root is a parameter of every reader (`*_at`), so tests run
 //! against a fake tree; the plain functions read `/sys`.
 //!
@@ -103,6 +103,7 @@ pub fn lookup_at(root: &Path, name: &str) -> io::Result<Option<BlockDev>> {
     }
 }
 
+#[cfg(test)] // only the tests ask; the daemon learns the path from uevents
 /// The device node of `name`: `/dev/<name>`, with each `!` of the kernel name turned into
 /// `/` as devtmpfs does (`cciss!c0d0` → `/dev/cciss/c0d0`).
 pub fn device_node(name: &str) -> PathBuf {
@@ -114,6 +115,7 @@ pub fn device_node_in(dev_root: &Path, name: &str) -> PathBuf {
     dev_root.join(name.replace('!', "/"))
 }
 
+#[cfg(test)] // only the tests ask; the daemon learns the path from uevents
 /// The device's physical location for `GEOM::physpath`: its sysfs device path without the
 /// `/sys` prefix, e.g. `/devices/pci0000:00/0000:00:02.0/virtio1/block/vda` or
 /// `/devices/virtual/block/loop3`; empty if the device is unknown.
@@ -126,6 +128,7 @@ pub fn physpath(name: &str) -> String {
     physpath_at(Path::new(SYSFS_ROOT), name).unwrap_or_default()
 }
 
+#[cfg(test)] // only the tests ask; the daemon learns the path from uevents
 /// [`physpath`] under the sysfs root `root`, with the error when the device is unknown.
 pub fn physpath_at(root: &Path, name: &str) -> io::Result<String> {
     if !is_valid_name(name) {

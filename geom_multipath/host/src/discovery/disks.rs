@@ -11,9 +11,9 @@
 //! path that is an alias of another would be tasted twice.
 //!
 //! The parsers are pure and tested on every platform; reading the sysctls and opening nodes
-//! is FreeBSD's. A node is opened through [`crate::device::open_node`], so a sandboxed
+//! is FreeBSD's. A node is opened through [`crate::path::device::open_node`], so a sandboxed
 //! daemon opens it relative to its `/dev` descriptor. Sysctls cannot be read in capability
-//! mode: after start, devd ([`crate::devd`]) says what changed.
+//! mode: after start, devd ([`crate::discovery::devd`]) says what changed.
 
 /// Where device nodes live.
 pub const DEV_ROOT: &str = "/dev";
@@ -137,7 +137,7 @@ pub fn lookup(name: &str) -> std::io::Result<Option<Disk>> {
     if !is_disk_name(name) {
         return Ok(None);
     }
-    let file = match crate::device::open_node(&node(name), false, false) {
+    let file = match crate::path::device::open_node(&node(name), false, false) {
         Ok(f) => f,
         Err(e) if gone(&e) => return Ok(None),
         Err(e) => return Err(e),

@@ -49,17 +49,17 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use geom_multipath::{Errno, ProviderInfo};
 use thiserror::Error;
 
-use crate::device::Device;
+use crate::export::nbd::Stream;
 use crate::msg::{Msg, OwnerHandle};
-use crate::nbd_codec::{
+use crate::nbd_proto::{
     self, ClientOption, Command, ExportNameReply, Greeting, Info, InfoRequest, OptionReply,
     OptionReplyHeader, Request, SimpleReply, FLAG_C_FIXED_NEWSTYLE, FLAG_C_NO_ZEROES,
     FLAG_FIXED_NEWSTYLE, FLAG_NO_ZEROES, FLAG_READ_ONLY, FLAG_SEND_FLUSH, FLAG_SEND_TRIM,
     INFO_BLOCK_SIZE, MAX_PAYLOAD, NBD_ESHUTDOWN, OPT_GO, REP_ERR_POLICY, REP_ERR_UNKNOWN,
     REP_ERR_UNSUP,
 };
-use crate::nbd_server::Stream;
-use crate::providers::Source;
+use crate::owner::providers::Source;
+use crate::path::device::Device;
 
 /// How long connecting and the handshake may take together.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -210,7 +210,7 @@ impl NbdUri {
             .ok_or_else(|| err("bad %-escape in the export name".into()))?;
         let export = String::from_utf8(export)
             .ok()
-            .filter(|e| nbd_codec::valid_string(e))
+            .filter(|e| nbd_proto::valid_string(e))
             .ok_or_else(|| err("the export name is not a valid NBD string".into()))?;
         let mut socket = None;
         for param in query.into_iter().flat_map(|q| q.split('&')) {
@@ -284,7 +284,7 @@ fn parse_authority(authority: &str) -> Result<Transport, String> {
         .filter(|h| !h.is_empty())
         .ok_or_else(|| format!("bad host {host:?}"))?;
     let port = match port {
-        None | Some("") => nbd_codec::DEFAULT_PORT,
+        None | Some("") => nbd_proto::DEFAULT_PORT,
         Some(p) => p
             .parse::<u16>()
             .ok()
@@ -331,7 +331,7 @@ pub enum NbdError {
         why: String,
     },
     /// The server refused the export.
-    #[error("{uri}: the server refused export {export:?}: {} {message}", nbd_codec::reply_name(*.code))]
+    #[error("{uri}: the server refused export {export:?}: {} {message}", nbd_proto::reply_name(*.code))]
     Refused {
         /// The URI.
         uri: String,
@@ -514,7 +514,7 @@ fn reader_loop(conn: Arc<Conn>, mut rd: BufReader<Stream>, died: Sender<()>) {
             // The server is going away: fail the path; the connection ends below.
             Err(Errno::ENXIO)
         } else if reply.error != 0 {
-            Err(Errno(nbd_codec::wire_to_errno(reply.error)))
+            Err(Errno(nbd_proto::wire_to_errno(reply.error)))
         } else if w.read_len > 0 {
             let mut data = vec![0u8; w.read_len];
             if let Err(e) = rd.read_exact(&mut data) {
@@ -613,7 +613,7 @@ fn handshake(
     }
     send(
         wr,
-        &nbd_codec::encode_client_flags(client),
+        &nbd_proto::encode_client_flags(client),
         "sending client flags",
     )?;
     if fixed {
@@ -666,7 +666,7 @@ fn handshake(
                         u,
                         format!(
                             "unexpected {} to NBD_OPT_GO",
-                            nbd_codec::reply_name(other.code())
+                            nbd_proto::reply_name(other.code())
                         ),
                     ))
                 }
@@ -907,7 +907,7 @@ impl NbdDevice {
         self.size
     }
 
-    /// The transmission flags (`nbd_codec::FLAG_*`).
+    /// The transmission flags (`nbd_proto::FLAG_*`).
     pub fn transmission_flags(&self) -> u16 {
         self.flags
     }

@@ -7,7 +7,7 @@
 //! layout of every message, the limits that keep a decoder's allocation bounded
 //! ([`MAX_PAYLOAD`], [`MAX_OPTION_DATA`], [`MAX_STRING`]), and the mapping between host
 //! errno values and the NBD error values of the spec. What it does not do: decide what to
-//! answer (that is [`crate::nbd_server`] and [`crate::nbd_client`]), TLS, structured
+//! answer (that is [`crate::export::nbd`] and [`crate::path::nbd`]), TLS, structured
 //! replies, metadata contexts or extended headers (a peer that negotiates them gets
 //! `NBD_REP_ERR_UNSUP`; a structured reply chunk is a [`CodecError`]).
 //!

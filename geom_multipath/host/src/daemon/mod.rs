@@ -12,8 +12,8 @@
 //!   watcher, private device nodes. A restart after a crash cleans up what the dead daemon
 //!   left: a stale socket, a dead FUSE mount (ENOTCONN), stale private nodes.
 //! * FreeBSD (`daemon/freebsd.rs`): signals through a kqueue, the GEOM Gate export
-//!   ([`crate::ggate_export`]), `kern.disks` and devd ([`crate::disks`], [`crate::devd`]),
-//!   and the Capsicum sandbox ([`crate::sandbox`]). A restart takes over the gate devices
+//!   ([`crate::export::ggate`]), `kern.disks` and devd ([`crate::discovery::disks`], [`crate::discovery::devd`]),
+//!   and the Capsicum sandbox ([`crate::daemon::sandbox`]). A restart takes over the gate devices
 //!   the dead daemon left.
 
 use std::path::{Path, PathBuf};
@@ -25,9 +25,14 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use geom_multipath_proto::{roundtrip, Answer, Call, DEFAULT_SOCKET};
 
-use crate::exports::{Exports, SharedExports};
+use crate::export::nbd;
+use crate::msg;
+use crate::msg::exports::{Exports, SharedExports};
 use crate::owner::{self, OwnNbd, Owner, Settings};
-use crate::{config, msg, nbd_server};
+
+pub mod config;
+pub mod logging;
+pub mod sandbox;
 
 #[cfg(target_os = "freebsd")]
 mod freebsd;
@@ -248,10 +253,10 @@ fn run(args: &Args) -> anyhow::Result<()> {
         bail!("already running (pid {pid})");
     }
     let detached = std::env::var_os("GMULTIPATHD_DETACHED").is_some();
-    crate::logging::init(if detached {
-        crate::logging::Stderr::LogFile
+    crate::daemon::logging::init(if detached {
+        crate::daemon::logging::Stderr::LogFile
     } else {
-        crate::logging::Stderr::Terminal
+        crate::daemon::logging::Stderr::Terminal
     });
     let (
         config::Tunables {
@@ -271,8 +276,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let nbd = match (&args.nbd_dir, args.nbd_tcp) {
         (None, None) => None,
         (unix_dir, tcp) => Some(
-            nbd_server::serve(
-                nbd_server::NbdConfig {
+            nbd::serve(
+                nbd::NbdConfig {
                     unix_dir: unix_dir.clone(),
                     tcp,
                     allow_remote: args.nbd_allow_remote,

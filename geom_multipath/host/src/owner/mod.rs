@@ -27,15 +27,18 @@ use geom_multipath::{
 };
 use geom_multipath_proto::{Answer, Call, Knob as KnobAnswer};
 
-use crate::console::Console;
-use crate::device::{Device, IoBuf};
-use crate::exports::SharedExports;
+use crate::gnop::{NopClass, NopDevice, NopHost};
+use crate::msg::exports::SharedExports;
 use crate::msg::{Completion, IoOp, IoReply, IoRequest, Msg, OwnerHandle, OwnerInbox, ReplyFn};
-use crate::nbd_client::{self, NbdPaths, NbdUri, Transport};
-use crate::nop::{NopClass, NopDevice, NopHost};
-use crate::providers::{Consumer, ProviderTable, Source};
+use crate::owner::console::Console;
+use crate::owner::providers::{Consumer, ProviderTable, Source};
+use crate::path::device::{Device, IoBuf};
+use crate::path::nbd::{self, NbdPaths, NbdUri, Transport};
+use crate::path::workers::{Work, WorkBuf, WorkOp, Workers};
 use crate::sys::idhash::IdMap;
-use crate::workers::{Work, WorkBuf, WorkOp, Workers};
+
+pub mod console;
+pub mod providers;
 
 /// How long a control-path read or write (label, taste) may take before it counts as failed.
 pub const CONTROL_IO_DEADLINE: Duration = Duration::from_secs(30);
@@ -660,7 +663,7 @@ impl Owner {
     /// timeout), inserts and tastes it, and keeps it connected from then on. Failure is
     /// logged; the verb that named it then says the provider was not found.
     pub fn attach_nbd(&mut self, name: &str) {
-        if !nbd_client::is_uri(name) || self.providers.info(name).is_some() {
+        if !nbd::is_uri(name) || self.providers.info(name).is_some() {
             return;
         }
         let Some(uri) = self.usable_nbd_uri(name) else {
@@ -721,7 +724,7 @@ impl Owner {
             })
             .filter_map(|p| p.value.split(|&b| b == 0).next())
             .filter_map(|v| std::str::from_utf8(v).ok())
-            .filter(|v| nbd_client::is_uri(v))
+            .filter(|v| nbd::is_uri(v))
             .map(String::from)
             .collect();
         for uri in uris {
@@ -1152,7 +1155,7 @@ impl HostTopology<'_> {
         self.providers.device(name).ok_or(Errno::ENXIO)
     }
 
-    fn exports(&self) -> std::sync::RwLockWriteGuard<'_, crate::exports::Exports> {
+    fn exports(&self) -> std::sync::RwLockWriteGuard<'_, crate::msg::exports::Exports> {
         self.exports.write().unwrap_or_else(|e| e.into_inner())
     }
 }

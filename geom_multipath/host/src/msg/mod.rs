@@ -6,6 +6,8 @@
 //! (a channel plus an eventfd that wakes the owner's poll loop). Data requests carry their
 //! own reply, a closure the owner calls exactly once when the request is finished.
 
+pub mod exports;
+
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
@@ -13,7 +15,7 @@ use geom_multipath::{Errno, GeomId};
 use geom_multipath_proto::{Answer, Call};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::device::IoBuf;
+use crate::path::device::IoBuf;
 
 /// The operation of a data request to a multipath provider.
 #[derive(Debug)]
@@ -115,7 +117,7 @@ pub enum Msg {
         /// Its name, size and sector size.
         info: geom_multipath::ProviderInfo,
         /// How to reach its data.
-        source: crate::providers::Source,
+        source: crate::owner::providers::Source,
     },
     /// Such a provider went away: its paths are orphaned.
     ProviderDown {

@@ -5,9 +5,9 @@
 //!
 //! This module owns the sockets and the threads that serve them: one listener thread that
 //! polls every listening socket and keeps the per-provider sockets in step with the
-//! [`Exports`](crate::exports::Exports) table (it is woken by the table's watcher), and per
+//! [`Exports`](crate::msg::exports::Exports) table (it is woken by the table's watcher), and per
 //! client connection a thread that speaks the handshake and reads requests plus a thread
-//! that writes replies. It speaks the protocol through [`crate::nbd_codec`] and reaches
+//! that writes replies. It speaks the protocol through [`crate::nbd_proto`] and reaches
 //! the provider only through the owner ([`OwnerHandle::access`], [`OwnerHandle::io`]); it
 //! never calls the core, and the owner never waits for a client: a reply closure only
 //! queues the answer for the connection's writer thread.
@@ -30,7 +30,7 @@
 //!   read, trim or cache past the end, or an unknown command or flag is answered with
 //!   EINVAL; a write past the end with ENOSPC; a write on a read-only export with EPERM.
 //!   A WRITE payload over 32 MiB cannot be skipped safely: EINVAL, then a disconnect.
-//! * Errors go out as the NBD error values of the spec ([`nbd_codec::errno_to_wire`]):
+//! * Errors go out as the NBD error values of the spec ([`nbd_proto::errno_to_wire`]):
 //!   NBD has no ENXIO, so a withered provider's ENXIO is sent as EIO, and the connection
 //!   is then closed (its provider is gone for good).
 //! * `NBD_CMD_DISC` closes the connection once every in-flight request has been answered.
@@ -72,10 +72,9 @@ use crossbeam_channel::{Receiver, Sender};
 use geom_multipath::{Errno, GeomId};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::device::IoBuf;
-use crate::exports::{Export, SharedExports, WatchId};
+use crate::msg::exports::{Export, SharedExports, WatchId};
 use crate::msg::{IoOp, IoReply, IoRequest, OwnerHandle};
-use crate::nbd_codec::{
+use crate::nbd_proto::{
     self, ClientOption, Command, ExportNameReply, Greeting, Info, InfoRequest, OptionHeader,
     OptionReply, Request, SimpleReply, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, FLAG_CAN_MULTI_CONN,
     FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_HAS_FLAGS, FLAG_NO_ZEROES, FLAG_READ_ONLY,
@@ -83,6 +82,7 @@ use crate::nbd_codec::{
     INFO_NAME, MAX_OPTION_DATA, MAX_PAYLOAD, REP_ERR_INVALID, REP_ERR_POLICY, REP_ERR_TOO_BIG,
     REP_ERR_UNKNOWN, REP_ERR_UNSUP,
 };
+use crate::path::device::IoBuf;
 
 /// How long a client may take over each step of the handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -429,7 +429,7 @@ fn ready(e: &Export) -> bool {
 }
 
 impl Shared {
-    fn table(&self) -> std::sync::RwLockReadGuard<'_, crate::exports::Exports> {
+    fn table(&self) -> std::sync::RwLockReadGuard<'_, crate::msg::exports::Exports> {
         self.exports.read().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -848,8 +848,8 @@ fn handshake(
     )?;
     let mut cf = [0u8; 4];
     rd.read_exact(&mut cf).context("reading the client flags")?;
-    let client_flags = nbd_codec::decode_client_flags(&cf);
-    if client_flags & !nbd_codec::CLIENT_FLAGS_KNOWN != 0 {
+    let client_flags = nbd_proto::decode_client_flags(&cf);
+    if client_flags & !nbd_proto::CLIENT_FLAGS_KNOWN != 0 {
         bail!("unknown client flags {client_flags:#x}");
     }
     let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
@@ -858,7 +858,7 @@ fn handshake(
         rd.read_exact(&mut h).context("reading an option")?;
         let h = OptionHeader::decode(&h)?;
         if h.length > MAX_OPTION_DATA {
-            if h.option == nbd_codec::OPT_EXPORT_NAME {
+            if h.option == nbd_proto::OPT_EXPORT_NAME {
                 bail!("an export name of {} bytes", h.length);
             }
             let skipped = io::copy(&mut (&mut *rd).take(u64::from(h.length)), &mut io::sink())?;
@@ -872,7 +872,7 @@ fn handshake(
         rd.read_exact(&mut data).context("reading option data")?;
         let option = match ClientOption::parse(h.option, &data) {
             Ok(o) => o,
-            Err(e) if h.option == nbd_codec::OPT_EXPORT_NAME => {
+            Err(e) if h.option == nbd_proto::OPT_EXPORT_NAME => {
                 bail!("invalid NBD_OPT_EXPORT_NAME: {e}")
             }
             Err(e) => {
@@ -1149,7 +1149,7 @@ fn reply_loop(
 fn write_reply(w: &mut BufWriter<Stream>, out: &Outgoing) -> io::Result<()> {
     let error = match &out.result {
         Ok(_) => 0,
-        Err(e) => nbd_codec::errno_to_wire(e.0),
+        Err(e) => nbd_proto::errno_to_wire(e.0),
     };
     w.write_all(
         &SimpleReply {

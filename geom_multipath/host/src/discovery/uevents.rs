@@ -6,7 +6,7 @@
 //! and poll-driven, and turns what it reads into [`DeviceEvent`]s.
 //!
 //! It decides nothing: an event only says "look at this device again". The owner re-reads
-//! [`crate::sysfs::lookup`] and tastes, resizes or orphans. Events are triggers, not state,
+//! [`crate::discovery::sysfs::lookup`] and tastes, resizes or orphans. Events are triggers, not state,
 //! so duplicates are harmless, and the order between the two sources is not kept (both
 //! mean "look now", and looking reads the current state).
 //!
@@ -29,7 +29,7 @@
 //! Kernel users (a mounted filesystem, a loop device stacked on the device) close without an
 //! event; so do writers through another node of the device. `blockdev --setro`, a truncated
 //! loop backing file and a `losetup -d` while the device is held send no uevent (see
-//! `loop_autoclear` in [`crate::sysfs::BlockDev`]): the owner polls for those.
+//! `loop_autoclear` in [`crate::discovery::sysfs::BlockDev`]): the owner polls for those.
 //!
 //! # Ordering (measured on Linux 6.18, see the root tests)
 //!
@@ -54,7 +54,7 @@ use nix::sys::socket::{
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use tracing::{debug, warn};
 
-use crate::sysfs::{self, is_valid_name, DEV_ROOT, SYSFS_ROOT};
+use crate::discovery::sysfs::{self, is_valid_name, DEV_ROOT, SYSFS_ROOT};
 
 /// Where the daemon's private device nodes live (on devtmpfs, next to the public ones).
 pub const PRIVATE_NODE_DIR: &str = "/dev/.gmultipathd";
@@ -74,7 +74,7 @@ const DRAIN_BATCH: usize = 4096;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DeviceEvent {
     /// The kernel sent a uevent for block device `name` (appeared, changed, went away):
-    /// re-read [`crate::sysfs::lookup`] and decide (taste, resize, orphan).
+    /// re-read [`crate::discovery::sysfs::lookup`] and decide (taste, resize, orphan).
     Changed {
         /// The kernel name (`loop3`).
         name: String,
@@ -260,7 +260,7 @@ pub fn parse_uevent(msg: &[u8]) -> Option<Uevent> {
 
 /// The kernel's uevents and the writable closes of block device nodes, as [`DeviceEvent`]s.
 ///
-/// Create it before the first [`crate::sysfs::scan`], so nothing falls between the scan and
+/// Create it before the first [`crate::discovery::sysfs::scan`], so nothing falls between the scan and
 /// the first event. Poll [`fds`](Watcher::fds) for readability, then call
 /// [`drain`](Watcher::drain); also call `drain` right before serving each control request.
 ///
@@ -432,7 +432,7 @@ impl Watcher {
 /// `/dev/.gmultipathd/<name>`, made if missing and remade if it has other numbers. Open
 /// devices through it, never through `/dev/<name>`, so the daemon's own closes do not come
 /// back as [`DeviceEvent::ClosedAfterWrite`] (module doc). Take `dev` from a fresh
-/// [`crate::sysfs::lookup`]: a node left over from an earlier device is replaced here.
+/// [`crate::discovery::sysfs::lookup`]: a node left over from an earlier device is replaced here.
 /// Needs CAP_MKNOD and a `/dev` mounted without `nodev`.
 pub fn private_node(name: &str, dev: (u32, u32)) -> io::Result<PathBuf> {
     fs::DirBuilder::new()
@@ -544,7 +544,7 @@ pub fn remove_private_nodes_in(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sysfs::tests::{fake_disk, TempDir};
+    use crate::discovery::sysfs::tests::{fake_disk, TempDir};
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::fs::OpenOptions;
     use std::process::Command;

@@ -193,7 +193,7 @@ mod tests {
 
     /// A real owner (no devices) behind the control calls.
     fn fake() -> impl FnMut(Call) -> std::io::Result<Answer> {
-        use crate::exports::Exports;
+        use crate::msg::exports::Exports;
         use crate::owner::{Owner, Settings};
         let (handle, _inbox) = crate::msg::channel().unwrap();
         let exports = std::sync::Arc::new(std::sync::RwLock::new(Exports::new()));

@@ -26,7 +26,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::disks::is_disk_name;
+use crate::discovery::disks::is_disk_name;
 
 /// devd's socket for clients: one message per event, each a line.
 pub const DEVD_SOCKET: &str = "/var/run/devd.seqpacket.pipe";

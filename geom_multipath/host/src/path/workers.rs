@@ -29,8 +29,8 @@ use geom_multipath::{Errno, PathId};
 #[cfg(target_os = "linux")]
 use geom_multipath_sys::uring;
 
-use crate::device::{Device, IoBuf};
 use crate::msg::{Completion, Msg, OwnerHandle};
+use crate::path::device::{Device, IoBuf};
 use crate::sys::idhash::IdMap;
 
 /// The most threads one path may have.
@@ -318,8 +318,8 @@ fn worker_loop(rx: Receiver<Work>, idle: Arc<AtomicUsize>, owner: OwnerHandle) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MemDevice;
     use crate::msg;
+    use crate::path::device::MemDevice;
     use std::time::Duration;
 
     fn path() -> PathId {
@@ -377,7 +377,7 @@ mod tests {
         let (owner, inbox) = msg::channel().unwrap();
         let mut w = Workers::new(owner);
         let dev = Arc::new(MemDevice::new(4096));
-        dev.set_faults(crate::device::MemFaults {
+        dev.set_faults(crate::path::device::MemFaults {
             read: Some(Errno::EIO),
             write: None,
         });

@@ -77,7 +77,10 @@ pub fn device_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
 /// adds nothing.)
 pub fn open_node(path: &Path, write: bool, exclusive: bool) -> io::Result<File> {
     #[cfg(target_os = "freebsd")]
-    if let (Some(dir), Ok(rel)) = (device_dir(), path.strip_prefix(crate::disks::DEV_ROOT)) {
+    if let (Some(dir), Ok(rel)) = (
+        device_dir(),
+        path.strip_prefix(crate::discovery::disks::DEV_ROOT),
+    ) {
         use nix::fcntl::{openat, OFlag};
         let _ = exclusive;
         let access = if write {

@@ -1,5 +1,5 @@
 //! `/dev/multipath/NAME` on FreeBSD: every multipath provider in the
-//! [`Exports`](crate::exports::Exports) table
+//! [`Exports`](crate::msg::exports::Exports) table
 //! becomes a GEOM Gate device named `multipath/NAME` (`G_GATE_NAME_GIVEN` on `/dev/ggctl`),
 //! so it is a real GEOM provider with a real device node: newfs, mount, gpart, swapon and
 //! the kernel's own classes use it as they use a disk.
@@ -64,9 +64,9 @@ use geom_multipath_sys::ggate::{
     Finished, GateSpec, Started, BIO_DELETE, BIO_FLUSH, BIO_READ, BIO_WRITE, G_GATE_FLAG_READONLY,
 };
 
-use crate::device::IoBuf;
-use crate::exports::{Export, SharedExports, WatchId};
+use crate::msg::exports::{Export, SharedExports, WatchId};
 use crate::msg::{IoOp, IoReply, IoRequest, OwnerHandle};
+use crate::path::device::IoBuf;
 
 /// Worker threads per gate device: the requests one device can have in flight.
 pub const WORKERS_PER_DEVICE: usize = 8;
@@ -625,10 +625,10 @@ fn wire_error(e: Errno) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::{Device, MemDevice, MemFaults};
-    use crate::exports::Exports;
+    use crate::msg::exports::Exports;
     use crate::msg::{self, Msg, OwnerInbox};
-    use crate::watched::Watched;
+    use crate::path::device::{Device, MemDevice, MemFaults};
+    use crate::testkit::watched::Watched;
     use geom_multipath_sys::ggate::{BIO_GETATTR, BIO_SPEEDUP};
     use std::collections::{BTreeSet, VecDeque};
     use std::sync::RwLock;

@@ -101,9 +101,9 @@ use fuser::{
 };
 use geom_multipath::GeomId;
 
-use crate::device::IoBuf;
-use crate::exports::{Export, Exports, SharedExports};
+use crate::msg::exports::{Export, Exports, SharedExports};
 use crate::msg::{IoOp, IoReply, IoRequest, OwnerHandle};
+use crate::path::device::IoBuf;
 use crate::sys::idhash::IdMap;
 
 /// The extended attribute that answers with the provider's `GEOM::physpath`.
@@ -1018,7 +1018,7 @@ fn xattr_reply(reply: ReplyXattr, size: u32, value: &[u8]) {
 mod tests {
     use super::*;
 
-    use crate::watched::Watched;
+    use crate::testkit::watched::Watched;
     use std::fs::{self, File, OpenOptions};
     use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
     use std::process::Command;
@@ -1028,8 +1028,8 @@ mod tests {
 
     use nix::fcntl::{fallocate, FallocateFlags};
 
-    use crate::device::{Device, MemDevice};
     use crate::msg::{self, Msg, OwnerInbox};
+    use crate::path::device::{Device, MemDevice};
 
     const MIB: u64 = 1 << 20;
 

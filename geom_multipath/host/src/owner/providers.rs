@@ -10,7 +10,7 @@
 //! is dropped. When the last writer lets go, the provider is due a re-taste, exactly as
 //! GEOM posts one: the table reports it and the owner queues it.
 //!
-//! Devices are opened through private device nodes (see [`crate::watch`]) so that the
+//! Devices are opened through private device nodes (see [`crate::discovery::uevents`]) so that the
 //! host's own closes do not come back to it as "somebody closed this device after writing".
 
 use std::collections::BTreeMap;
@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock};
 
 use geom_multipath::{Errno, PathId, ProviderInfo};
 
-use crate::device::{BlockDevice, Device};
+use crate::path::device::{BlockDevice, Device};
 
 /// Who holds a provider open.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -407,7 +407,7 @@ impl Provider {
         match &self.source {
             Source::Block { node, physpath } => {
                 let dev = BlockDevice::open(node, write, exclusive, physpath.clone())
-                    .map_err(|e| crate::device::errno_of(&e))?;
+                    .map_err(|e| crate::path::device::errno_of(&e))?;
                 Ok(Arc::new(dev))
             }
             Source::Stacked { device, .. } => Ok(device.clone()),
@@ -419,7 +419,7 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::MemDevice;
+    use crate::path::device::MemDevice;
 
     fn info(name: &str) -> ProviderInfo {
         ProviderInfo {

@@ -27,7 +27,7 @@ use std::time::Duration;
 use geom_multipath::geom_dump::{self, foreign_provider_id, named_xml_id, Config, IdKind};
 use geom_multipath::{strip_dev, CtlError, Errno, ProviderInfo, Request};
 
-use crate::device::Device;
+use crate::path::device::Device;
 
 /// The class name (`G_NOP_CLASS_NAME`).
 pub const CLASS_NAME: &str = "NOP";
@@ -193,16 +193,13 @@ enum Verdict {
 }
 
 impl NopDevice {
-    /// The provider's name (`da0.nop`).
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
+    #[cfg(test)]
     /// The live settings.
     pub fn knobs(&self) -> NopKnobs {
         self.lock().knobs
     }
 
+    #[cfg(test)]
     /// The live counters.
     pub fn counters(&self) -> NopCounters {
         self.lock().counters
@@ -459,6 +456,7 @@ impl NopClass {
         self.geoms.iter().map(NopGeom::provider_info)
     }
 
+    #[cfg(test)]
     /// The device of NOP provider `name`, for routing I/O.
     pub fn device(&self, name: &str) -> Option<Arc<NopDevice>> {
         self.find(name).map(|i| Arc::clone(&self.geoms[i].device))
@@ -1082,7 +1080,7 @@ fn create_args(req: &mut Request) -> Option<CreateArgs> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::device::{MemDevice, MemFaults};
+    use crate::path::device::{MemDevice, MemFaults};
     use std::collections::HashMap;
     use std::time::Instant;
 

@@ -1,0 +1,5 @@
+//! Test doubles for the host's tests, benches and examples (feature `testkit`; never in
+//! the daemon): memory and faulty devices, one fake owner that answers the exports'
+//! messages, and [`watched::Watched`], a value with deadline-bounded waits on its changes.
+
+pub mod watched;
