@@ -9,11 +9,20 @@
 # %%<OPT>%% / %%PORTDOCS%% lines count only when the option is on, and fails on any
 # difference.
 #
-# Programs come from the workspace's own target directory ($CARGO_TARGET_DIR, else
-# target/; the debug build that `cargo build --workspace --bins` makes, else a release
-# one). Build products that are not there (a binary not built, geom_multipath.ko, which
-# only FreeBSD can link) are staged as empty stand-ins: this checks names, not builds.
-# Sources that should be in the checkout (manual pages, docs, port files) must exist.
+# Build products are the FreeBSD ones port/link-freebsd.sh and
+# geom_multipath/kmod/cross-build.sh linked: the programs from
+# $CARGO_TARGET_DIR/x86_64-unknown-freebsd/release (the port's CARGO_OUT) and
+# geom_multipath.ko from $CARGO_TARGET_DIR/kmod-freebsd/amd64, where the port's post-build
+# step (make in geom_multipath/kmod) leaves it in the work source. Where they have not
+# been linked, they are staged as empty stand-ins (this then checks names, not builds);
+# under CI that is a failure. Sources that should be in the checkout (manual pages, docs,
+# port files) must exist.
+#
+# It also checks that the port builds what it installs: every program a do-install
+# recipe takes from ${CARGO_OUT} is a binary of a package the port's cargo arguments
+# build (CARGO_BUILD_ARGS, plus HOST_VARS for the HOST option), PROGRAMS/HOST_PROGRAMS
+# name the same programs, and the module it installs is the one its post-build step
+# makes (the kmod Makefile's KMOD, in that directory).
 #
 # Usage: port/check-plist.sh
 set -euo pipefail
@@ -45,9 +54,10 @@ read -r -a options <<<"$(make_var OPTIONS_DEFINE)"
 [ "${#options[@]}" -gt 0 ] || fail "no OPTIONS_DEFINE in the Makefile"
 
 target_dir=${CARGO_TARGET_DIR:-$root/target}
-bindir=$target_dir/debug
-[ -d "$bindir" ] || bindir=$target_dir/release
+bindir=$target_dir/x86_64-unknown-freebsd/release
+linked_ko=$target_dir/kmod-freebsd/amd64/geom_multipath.ko
 standins=()
+linked=()
 
 # The recipe lines of target $1 (tab-indented lines after "$1:"), or nothing.
 recipe() {
@@ -67,7 +77,13 @@ inst() {
     local srcs=("${@:1:$#-1}")
     [ -d "$dest" ] || fail "install into $dest, which the stage does not have"
     for s in "${srcs[@]}"; do
-        if [ -e "$s" ]; then
+        if [[ $s == "$bindir"/* && -f $s ]]; then
+            install -m "$mode" "$s" "$dest/"
+            linked+=("$(basename "$s")")
+        elif [[ $s == *.ko && ! -e $s && -f $linked_ko && $(basename "$s") == "$(basename "$linked_ko")" ]]; then
+            install -m "$mode" "$linked_ko" "$dest/"
+            linked+=("$(basename "$s")")
+        elif [ -e "$s" ]; then
             install -m "$mode" "$s" "$dest/"
         elif [[ $s == "$bindir"/* || $s == *.ko ]]; then
             install -m "$mode" /dev/null "$dest/$(basename "$s")"
@@ -195,6 +211,57 @@ expected() {
     done
 }
 
+# The port builds what it installs.
+check_build_steps() {
+    local packages host_packages
+    packages=$(make_var CARGO_BUILD_ARGS | grep -oE -- '--package[= ][A-Za-z0-9_-]+' | sed 's/--package[= ]//')
+    host_packages=$(make_var HOST_VARS | grep -oE -- '--package[= ][A-Za-z0-9_-]+' | sed 's/--package[= ]//')
+    [ -n "$packages" ] && [ -n "$host_packages" ] || fail "no --package in CARGO_BUILD_ARGS / HOST_VARS"
+    # package name -> its binaries, from cargo itself.
+    local bins
+    bins=$(cd "$root" && cargo metadata --no-deps --format-version 1 --offline 2>/dev/null |
+        python3 -c 'import json, sys
+for p in json.load(sys.stdin)["packages"]:
+    for t in p["targets"]:
+        if "bin" in t["kind"]:
+            print(p["name"], t["name"])') || fail "cargo metadata failed"
+    bins_of() {
+        local p
+        for p in "$@"; do
+            awk -v p="$p" '$1 == p { print $2 }' <<<"$bins"
+        done
+    }
+    local base_bins all_bins
+    # shellcheck disable=SC2086
+    base_bins=" $(bins_of $packages | tr '\n' ' ') "
+    # shellcheck disable=SC2086
+    all_bins=" $(bins_of $packages $host_packages | tr '\n' ' ') "
+    installed() {
+        recipe "$1" | grep -oE '\$\{CARGO_OUT\}/[A-Za-z0-9_-]+' | sed 's|.*/||' | sort | tr '\n' ' '
+    }
+    local p
+    for p in $(installed do-install); do
+        [[ $base_bins == *" $p "* ]] ||
+            fail "do-install installs $p, which CARGO_BUILD_ARGS ($(echo $packages)) does not build"
+    done
+    for p in $(installed do-install-HOST-on); do
+        [[ $all_bins == *" $p "* ]] ||
+            fail "do-install-HOST-on installs $p, which CARGO_BUILD_ARGS and HOST_VARS do not build"
+    done
+    [ "$(installed do-install)" = "$(make_var PROGRAMS | tr ' ' '\n' | sort | tr '\n' ' ')" ] ||
+        fail "PROGRAMS ($(make_var PROGRAMS)) is not what do-install installs ($(installed do-install))"
+    [ "$(installed do-install-HOST-on)" = "$(make_var HOST_PROGRAMS | tr ' ' '\n' | sort | tr '\n' ' ')" ] ||
+        fail "HOST_PROGRAMS ($(make_var HOST_PROGRAMS)) is not what do-install-HOST-on installs"
+    local kmod
+    kmod=$(sed -n 's/^KMOD=[[:space:]]*//p' "$root/geom_multipath/kmod/Makefile")
+    recipe post-build-KMOD-on | grep -qF 'cd ${WRKSRC}/geom_multipath/kmod ' ||
+        fail "post-build-KMOD-on does not build in geom_multipath/kmod"
+    recipe do-install-KMOD-on | grep -qF "\${WRKSRC}/geom_multipath/kmod/$kmod.ko" ||
+        fail "do-install-KMOD-on does not install the $kmod.ko that post-build-KMOD-on makes"
+    echo "ok: the port builds what it installs: $(installed do-install)$(installed do-install-HOST-on)$kmod.ko"
+}
+check_build_steps
+
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -219,8 +286,15 @@ for ((mask = 0; mask < combos; mask++)); do
         status=1
     fi
 done
+if [ "${#linked[@]}" -gt 0 ]; then
+    echo "staged from the FreeBSD link (port/link-freebsd.sh, cross-build.sh): $(printf '%s\n' "${linked[@]}" | sort -u | tr '\n' ' ')"
+fi
 if [ "${#standins[@]}" -gt 0 ]; then
-    echo "note: staged as empty stand-ins (not built here): $(printf '%s\n' "${standins[@]}" | sort -u | tr '\n' ' ')"
+    echo "note: staged as empty stand-ins (not linked here): $(printf '%s\n' "${standins[@]}" | sort -u | tr '\n' ' ')"
+    if [ -n "${CI:-}" ]; then
+        echo "FAIL: under CI every build product comes from the FreeBSD link steps" >&2
+        exit 1
+    fi
 fi
 [ "$status" -eq 0 ] || echo "FAIL: pkg-plist and the staged install differ" >&2
 exit "$status"

@@ -22,13 +22,13 @@ else
     echo "SKIPPED: rustup target x86_64-unknown-none is not installed (.ci/run installs it)"
 fi
 
+step "FreeBSD build of the module: its C against FreeBSD's headers (amd64, arm64; plain, KDTRACE_HOOKS, INVARIANTS+WITNESS; warnings are errors), geom_multipath.ko linked as bsd.kmod.mk does and checked"
+geom_multipath/kmod/cross-build.sh
+
 step "kernel module: bindings fresh, clippy of the kernel build, the object gate"
 geom_multipath/kmod/check-bindings.sh
 cargo clippy -p geom_multipath_kmod --features kernel -j2 -- -D warnings
 geom_multipath/kmod/check-object.sh
-
-step "FreeBSD build of the module: its C against FreeBSD's headers (amd64, arm64; plain, KDTRACE_HOOKS, INVARIANTS+WITNESS; warnings are errors), geom_multipath.ko linked as bsd.kmod.mk does and checked"
-geom_multipath/kmod/cross-build.sh
 
 step "FreeBSD type-check: CLI, daemon and sys crate (x86_64-unknown-freebsd; check, not link)"
 if rustup target list --installed 2>/dev/null | grep -qx x86_64-unknown-freebsd; then
@@ -44,7 +44,10 @@ man/lint.sh
 step "build the programs the end-to-end tests run"
 cargo build --workspace --bins -j2
 
-step "FreeBSD port: pkg-plist against a staged install"
+step "FreeBSD programs linked (x86_64-unknown-freebsd, the port's cargo arguments, zig cc against FreeBSD's libc)"
+port/link-freebsd.sh
+
+step "FreeBSD port: it builds what it installs; pkg-plist against a staged install of the linked programs and module"
 port/check-plist.sh
 
 step "tests"
