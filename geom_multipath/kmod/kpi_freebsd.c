@@ -141,14 +141,23 @@ static struct mtx gmp_kt_mtx;
  * Whether malloc(9) may be asked to sleep here: not inside a
  * THREAD_NO_SLEEPING section (g_down, g_up, the data path's hold of the
  * gate), not in a critical section, and not while this thread holds the
- * module's own mutex (the only mutex the module's code could run under).
+ * module's own mutex (the only mutex the module's code could run under). A
+ * WITNESS kernel also checks for any other non-sleepable lock held, and says
+ * which (an allocation that strays under one then fails instead of sleeping).
  */
 bool
 kpi_can_sleep(void)
 {
 
-	return (THREAD_CAN_SLEEP() && curthread->td_critnest == 0 &&
-	    !mtx_owned(&gmp_kt_mtx));
+	if (!THREAD_CAN_SLEEP() || curthread->td_critnest != 0 ||
+	    mtx_owned(&gmp_kt_mtx))
+		return (false);
+#ifdef WITNESS
+	if (witness_warn(WARN_GIANTOK | WARN_SLEEPOK, NULL,
+	    "geom_multipath: allocation") != 0)
+		return (false);
+#endif
+	return (true);
 }
 
 /* ----- console, panic, randomness ------------------------------------------------- */
