@@ -34,17 +34,9 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 out=$target_dir/$target/release
 link=$target_dir/freebsd-sdk/link
 
-fail() {
-    echo "link-freebsd.sh: FAIL: $*" >&2
-    exit 1
-}
-missing() {
-    if [ -n "${CI:-}" ]; then
-        fail "$* (CI installs it: .ci/run)"
-    fi
-    echo "SKIPPED: $*"
-    exit 0
-}
+gate=link-freebsd.sh
+# shellcheck source=../tests/gate-lib.sh
+. "$root/tests/gate-lib.sh"
 
 command -v readelf >/dev/null 2>&1 || missing "readelf (binutils) is not installed"
 rustup target list --installed 2>/dev/null | grep -qx "$target" ||

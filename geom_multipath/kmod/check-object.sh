@@ -37,21 +37,13 @@ out=${1:-$tdir/geom_multipath_rs.o}
 jobs=${JOBS:-2}
 max_frame=2048
 
-skip() {
-    if [ -n "${CI:-}" ]; then
-        fail "$* (CI installs it: .ci/run)"
-    fi
-    echo "SKIPPED: $*"
-    exit 0
-}
-fail() {
-    echo "check-object.sh: FAIL: $*" >&2
-    exit 1
-}
+gate=check-object.sh
+# shellcheck source=../../tests/gate-lib.sh
+. "$root/tests/gate-lib.sh"
 
 # ----- prerequisites -----------------------------------------------------------------------
 for tool in readelf objdump; do
-    command -v "$tool" >/dev/null 2>&1 || skip "$tool (binutils) is not installed"
+    command -v "$tool" >/dev/null 2>&1 || missing "$tool (binutils) is not installed"
 done
 # The entry points the shim calls and the functions it provides, from kpi.h itself.
 entries=$(grep -o 'gmp_rs_[a-z0-9_]*(' "$here/kpi.h" | tr -d '(' | sort -u)
@@ -59,13 +51,13 @@ kpis=$(grep -o 'kpi_[a-z0-9_]*(' "$here/kpi.h" | tr -d '(' | sort -u)
 [ -n "$entries" ] && [ -n "$kpis" ] || fail "no gmp_rs_/kpi_ functions found in kpi.h"
 
 if [ -z "$check_only" ]; then
-command -v cargo >/dev/null 2>&1 || skip "cargo is not installed"
-command -v rustup >/dev/null 2>&1 || skip "rustup is not installed (needed for rust-src)"
+command -v cargo >/dev/null 2>&1 || missing "cargo is not installed"
+command -v rustup >/dev/null 2>&1 || missing "rustup is not installed (needed for rust-src)"
 for tool in ld.lld llvm-objcopy; do
-    command -v "$tool" >/dev/null 2>&1 || skip "$tool (Debian: lld, llvm) is not installed"
+    command -v "$tool" >/dev/null 2>&1 || missing "$tool (Debian: lld, llvm) is not installed"
 done
 if ! rustup component list --installed 2>/dev/null | grep -q '^rust-src'; then
-    rustup component add rust-src >/dev/null 2>&1 || skip "rustup component add rust-src failed"
+    rustup component add rust-src >/dev/null 2>&1 || missing "rustup component add rust-src failed"
 fi
 
 echo "==> rust-object.sh amd64 (target $target, -Zbuild-std=core,alloc, fat LTO, ld.lld -m elf_x86_64_fbsd -r, -j$jobs)"

@@ -43,17 +43,9 @@ freebsd_version=1500001
 compile_only=
 [ "${1:-}" = "--compile" ] && compile_only=yes
 
-fail() {
-    echo "cross-build.sh: FAIL: $*" >&2
-    exit 1
-}
-missing() {
-    if [ -n "${CI:-}" ]; then
-        fail "$* (CI installs it: .ci/run)"
-    fi
-    echo "SKIPPED: $*"
-    exit 0
-}
+gate=cross-build.sh
+# shellcheck source=../../tests/gate-lib.sh
+. "$root/tests/gate-lib.sh"
 
 for tool in clang ld.lld llvm-nm llvm-objcopy python3; do
     command -v "$tool" >/dev/null 2>&1 || missing "$tool is not installed"
