@@ -68,7 +68,7 @@ pub unsafe extern "C" fn gmp_rs_unload() {
 /// Called once by the shim's init method, after [`gmp_rs_load`].
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmp_rs_init() {
-    if let Ok(mut held) = Held::enter() {
+    if let Ok(mut held) = Held::enter_control() {
         output::POSTED.store(0, core::sync::atomic::Ordering::Release);
         held.install(Some(Module::new()));
     }
@@ -84,7 +84,7 @@ pub unsafe extern "C" fn gmp_rs_init() {
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn gmp_rs_fini() {
     kernel::worker_stop();
-    if let Ok(mut held) = Held::enter() {
+    if let Ok(mut held) = Held::enter_control() {
         drop(held.install(None));
     }
     kernel::cancel_events();
@@ -114,7 +114,7 @@ pub unsafe extern "C" fn gmp_rs_taste(pp: *mut b::g_provider) -> *mut b::g_geom 
             data,
         }
     });
-    let Ok(mut held) = Held::enter() else {
+    let Ok(mut held) = Held::enter_control() else {
         return ptr::null_mut();
     };
     let Some(m) = held.module() else {
@@ -141,7 +141,7 @@ pub unsafe extern "C" fn gmp_rs_ctlreq(req: *mut b::gctl_req) {
         return;
     };
     let mut request = ctl::request_from(req);
-    match Held::enter() {
+    match Held::enter_control() {
         Ok(mut held) => match held.module() {
             Some(m) => {
                 m.class.ctl(&mut m.topo, &mut request);
@@ -166,7 +166,7 @@ pub unsafe extern "C" fn gmp_rs_destroy_geom(gp: *mut b::g_geom) -> i32 {
     let Some(gp) = Geom::from_raw(gp) else {
         return Errno::EINVAL.0;
     };
-    let Ok(mut held) = Held::enter() else {
+    let Ok(mut held) = Held::enter_control() else {
         return b::KPI_EDEADLK;
     };
     let Some(m) = held.module() else {
@@ -239,7 +239,7 @@ pub unsafe extern "C" fn gmp_rs_event(cancelled: bool) {
     if cancelled {
         return;
     }
-    let Ok(mut held) = Held::enter() else {
+    let Ok(mut held) = Held::enter_control() else {
         return;
     };
     let Some(m) = held.module() else {
@@ -260,7 +260,7 @@ pub unsafe extern "C" fn gmp_rs_orphan(cp: *mut b::g_consumer) {
     let Some(cp) = Consumer::from_raw(cp) else {
         return;
     };
-    let Ok(mut held) = Held::enter() else {
+    let Ok(mut held) = Held::enter_control() else {
         return;
     };
     let Some(m) = held.module() else {
@@ -285,7 +285,7 @@ pub unsafe extern "C" fn gmp_rs_access(pp: *mut b::g_provider, dr: i32, dw: i32,
     let Some(gp) = Provider::from_raw(pp).and_then(Provider::geom) else {
         return unknown;
     };
-    let mut held = match Held::enter() {
+    let mut held = match Held::enter_control() {
         Ok(held) => held,
         Err(e) if opening => return e.0,
         Err(_) => {
@@ -314,8 +314,8 @@ pub unsafe extern "C" fn gmp_rs_access(pp: *mut b::g_provider, dr: i32, dw: i32,
     }
 }
 
-/// Applies the closes [`gmp_rs_access`] had to defer, oldest first (called by every
-/// [`Held::enter`]).
+/// Applies the closes [`gmp_rs_access`] had to defer, oldest first (called by
+/// [`Held::enter_control`], with the topology lock held).
 pub(crate) fn apply_deferred_closes(held: &mut Held) {
     while let Some(close) = held.take_close() {
         let Some(m) = held.module() else {
@@ -341,7 +341,7 @@ pub unsafe extern "C" fn gmp_rs_resize(cp: *mut b::g_consumer) {
     let Some(info) = cp.provider().map(Provider::info) else {
         return;
     };
-    let Ok(mut held) = Held::enter() else {
+    let Ok(mut held) = Held::enter_control() else {
         return;
     };
     let Some(m) = held.module() else {
@@ -373,7 +373,7 @@ pub unsafe extern "C" fn gmp_rs_dumpconf(
     };
     // SAFETY: `indent` is `indent_len` readable bytes for this call (this function's contract).
     let indent = unsafe { ffi::text(indent, indent_len) };
-    let Ok(mut held) = Held::enter() else {
+    let Ok(mut held) = Held::enter_control() else {
         return;
     };
     let Some(m) = held.module() else {

@@ -10,7 +10,7 @@
 //!   class refuses its own providers as paths and reads taste's sector before entering, so
 //!   its topology calls never reach its own methods; should one ever do, an open fails with
 //!   EDEADLK, and a close, which GEOM requires to succeed, is [deferred](defer_close) to the
-//!   next hold.)
+//!   next control method's hold, [`Held::enter_control`].)
 //! * [`Held::try_enter`] (`kpi_gate_try_enter`) never waits: g_down and g_up use it and hand
 //!   their request to `g_mp_kt` when a control call owns the class. While it is held, the
 //!   thread may not sleep.
@@ -77,7 +77,7 @@ unsafe impl Sync for Closes {}
 static CLOSES: Closes = Closes(UnsafeCell::new(VecDeque::new()));
 
 /// Records a close that re-entered the class on the thread that holds the gate; the next
-/// [`Held::enter`] applies it.
+/// [`Held::enter_control`] applies it.
 ///
 /// # Safety
 /// The calling thread holds the gate (its `kpi_gate_enter` answered EDEADLK).
@@ -98,10 +98,16 @@ impl Held {
     /// Waits for the class (may sleep). EDEADLK if this thread already holds it.
     pub(crate) fn enter() -> Result<Held, Errno> {
         kernel::gate_enter()?;
-        let mut held = Held {
+        Ok(Held {
             try_mode: false,
             _not_send: PhantomData,
-        };
+        })
+    }
+
+    /// [`enter`](Held::enter) for a control method (the topology lock held): also applies
+    /// the closes that had to be deferred, which need the topology lock (`g_access`).
+    pub(crate) fn enter_control() -> Result<Held, Errno> {
+        let mut held = Held::enter()?;
         crate::entry::apply_deferred_closes(&mut held);
         Ok(held)
     }

@@ -723,17 +723,41 @@ fn unload_drains_g_mp_kt_before_fini_and_cancels_events_last() {
 #[test]
 fn a_close_never_fails_even_when_it_reenters_the_class() {
     // (d): GEOM asserts that closes succeed. A close arriving on the thread that holds the
-    // class is applied at the class's next entry instead of failing with EDEADLK.
+    // class is applied at the next control method's entry instead of failing with EDEADLK.
     let (mut k, _) = machine(2);
     assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
     let base = k.provider_state("md0").unwrap().access;
     let cp = k.open("multipath/FRED", 1, 0, 0).expect("open");
-    assert_eq!(k.provider_state("md0").unwrap().access.0, base.0 + 1);
+    let other = k.open("multipath/FRED", 1, 0, 0).expect("open");
+    assert_eq!(k.provider_state("md0").unwrap().access.0, base.0 + 2);
     let hold = k.hold_gate();
     k.close(cp); // asserts that g_access returned 0
     drop(hold);
-    k.conf("FRED").expect("FRED"); // the next entry into the class
-    assert_eq!(k.provider_state("md0").unwrap().access, base);
+    // g_mp_kt enters the class without the topology lock: it leaves the close alone (a
+    // g_access there would break GEOM's rule, which `finish` checks).
+    k.fault(
+        "md0",
+        Fault {
+            io: Some(5),
+            io_count: Some(1),
+            ..Fault::default()
+        },
+    );
+    let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
+    assert!(k.run_up());
+    assert!(k.run_worker(), "the EIO completion is g_mp_kt's");
+    assert_eq!(
+        k.provider_state("md1").unwrap().access.0,
+        base.0 + 2,
+        "the deferred close is not applied by g_mp_kt"
+    );
+    k.settle();
+    assert_eq!(k.answer(bp).map(|a| (a.error, a.delivered)), Some((0, 1)));
+    k.forget(bp);
+    k.conf("FRED").expect("FRED"); // the next control method's entry into the class
+    assert_eq!(k.provider_state("md0").unwrap().access.0, base.0 + 1);
+    assert_eq!(k.provider_state("md1").unwrap().access.0, base.0 + 1);
+    k.close(other);
     assert_eq!(k.provider_state("md1").unwrap().access, base);
     finish(k);
 }
