@@ -8,6 +8,7 @@
 //! `g_mp_kt`). Their signatures are checked against `kpi.h`'s declarations at compile time.
 
 use core::ffi::c_char;
+use core::fmt::Write as _;
 use core::ptr;
 
 use geom_multipath::ctl::CtlError;
@@ -373,6 +374,29 @@ pub unsafe extern "C" fn gmp_rs_dumpconf(
     };
     // SAFETY: `indent` is `indent_len` readable bytes for this call (this function's contract).
     let indent = unsafe { ffi::text(indent, indent_len) };
+    let (cp, pp) = (Consumer::from_raw(cp), Provider::from_raw(pp));
+    // The answer is formatted on the stack under the gate, which nothing here can make sleep,
+    // and only then handed to the sbuf, whose growth may sleep for memory. An answer too long
+    // for the stack (only with an absurd indent) is written straight through instead.
+    let mut text = output::Line::new();
+    dumpconf(gp, cp, pp, indent, &mut text);
+    match text.whole() {
+        Some(text) => {
+            let _ = sb.write_str(text);
+        }
+        None => dumpconf(gp, cp, pp, indent, &mut sb),
+    }
+}
+
+/// The class's `<config>` innards for `gp` (or its consumer `cp`, or its provider `pp`) into
+/// `out`, under the gate.
+fn dumpconf(
+    gp: Geom,
+    cp: Option<Consumer>,
+    pp: Option<Provider>,
+    indent: &str,
+    out: &mut dyn core::fmt::Write,
+) {
     let Ok(mut held) = Held::enter_control() else {
         return;
     };
@@ -382,15 +406,15 @@ pub unsafe extern "C" fn gmp_rs_dumpconf(
     let Some(geom) = m.topo.geom_of(gp) else {
         return;
     };
-    let _ = if let Some(cp) = Consumer::from_raw(cp) {
+    let _ = if let Some(cp) = cp {
         match m.topo.path_of(cp) {
-            Some(path) => m.class.dumpconf_consumer(path, indent, &mut sb),
+            Some(path) => m.class.dumpconf_consumer(path, indent, out),
             None => Ok(()),
         }
-    } else if Provider::from_raw(pp).is_some() {
-        m.class.dumpconf_provider(geom, indent, &mut sb)
+    } else if pp.is_some() {
+        m.class.dumpconf_provider(geom, indent, out)
     } else {
-        m.class.dumpconf_geom(geom, indent, &mut sb)
+        m.class.dumpconf_geom(geom, indent, out)
     };
 }
 

@@ -30,10 +30,11 @@ pub(crate) static POSTED: AtomicUsize = AtomicUsize::new(0);
 /// no FreeBSD message comes near it).
 pub(crate) const LINE_MAX: usize = 512;
 
-/// One console line being formatted, on the stack.
+/// One console line (or a dumpconf answer) being formatted, on the stack.
 pub(crate) struct Line {
     buf: [u8; LINE_MAX],
     len: usize,
+    cut: bool,
 }
 
 impl Line {
@@ -42,12 +43,22 @@ impl Line {
         Line {
             buf: [0; LINE_MAX],
             len: 0,
+            cut: false,
         }
     }
 
     /// The text so far.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.buf[..self.len]
+    }
+
+    /// The text, if all of it fitted.
+    pub(crate) fn whole(&self) -> Option<&str> {
+        if self.cut {
+            None
+        } else {
+            core::str::from_utf8(self.as_bytes()).ok()
+        }
     }
 }
 
@@ -57,6 +68,7 @@ impl Write for Line {
         let n = s.len().min(room);
         self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
         self.len += n;
+        self.cut |= n < s.len();
         Ok(())
     }
 }
@@ -141,5 +153,7 @@ mod tests {
             long.write_str("0123456789").unwrap();
         }
         assert_eq!(long.as_bytes().len(), LINE_MAX);
+        assert_eq!(long.whole(), None, "a cut line is not whole");
+        assert_eq!(line.whole(), Some("GEOM_MULTIPATH: FRED created"));
     }
 }

@@ -522,10 +522,10 @@ fn two_geoms() -> (Kernel, userland::world::Handle, userland::world::Handle) {
     (k, fred, bob)
 }
 
-/// A control call that sleeps at `point` with the class in hand (or, for the topology lock,
-/// before it takes the class), on its own thread.
+/// A control call that sleeps at `point` with the class in hand (or, for the topology lock
+/// and a dumpconf buffer, where it sleeps), on its own thread.
 fn sleeping_control_call(point: SleepPoint) -> (sleep::Latch, std::thread::JoinHandle<()>) {
-    let latch = if point == SleepPoint::Topology {
+    let latch = if matches!(point, SleepPoint::Topology | SleepPoint::Sbuf) {
         sleep::arm(point)
     } else {
         sleep::arm_in_class(point)
@@ -600,6 +600,13 @@ fn a_control_call_waiting_for_the_topology_lock_holds_nothing_the_io_path_needs(
     assert!(io_completes_while_asleep(SleepPoint::Topology));
 }
 
+#[test]
+fn a_confxml_read_sleeping_in_its_buffer_holds_nothing_the_io_path_needs() {
+    // (a), dumpconf: the answer is formatted under the class and handed to the sbuf after,
+    // so a kern.geom.confxml read that sleeps for its buffer parks no I/O.
+    assert!(io_completes_while_asleep(SleepPoint::Sbuf));
+}
+
 /// Runs g_up, g_mp_kt and the event thread on their own threads until `stop`.
 fn pumps(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
     [userland::run_up, userland::run_worker, userland::run_event]
@@ -620,7 +627,7 @@ fn pumps(stop: &std::sync::Arc<std::sync::atomic::AtomicBool>) -> Vec<std::threa
 #[test]
 fn a_sleeping_control_call_never_blocks_g_down_or_g_up() {
     // g_down and g_up only ever try the class: with a control call asleep in its middle
-    // (label I/O, memory, a confxml buffer), a request to either geom is
+    // (label I/O, memory), a request to either geom is
     // taken off g_down at once and its completion off g_up at once.
     for point in [
         SleepPoint::LabelIo,
