@@ -302,3 +302,85 @@ fn a_utf8_name_is_shown_found_and_counted_in_bytes() {
     assert!(d.file("ä日本").exists(), "the export has the same name");
     d.gmultipath(&["destroy", "ä日本"]).ok();
 }
+
+/// Writes one 4 KiB block of `byte` at block `block` of `file` with O_DIRECT (dd);
+/// returns how long it took.
+fn write_block(file: &std::path::Path, block: u64, byte: u8) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    let out = run(
+        std::path::Path::new("/bin/sh"),
+        &[
+            "-c",
+            &format!(
+                "head -c 4096 /dev/zero | tr '\\0' '{}' | dd of={} bs=4k seek={block} count=1 \
+                 oflag=direct conv=notrunc status=none",
+                byte as char,
+                file.display()
+            ),
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    started.elapsed()
+}
+
+/// The first byte of block `block` of `file`, read with O_DIRECT (dd).
+fn read_block(file: &std::path::Path, block: u64) -> u8 {
+    let out = run(
+        std::path::Path::new("dd"),
+        &[
+            &format!("if={}", file.display()),
+            "bs=4k",
+            &format!("skip={block}"),
+            "count=1",
+            "iflag=direct",
+            "status=none",
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    out.stdout.bytes().next().expect("one block")
+}
+
+/// Item 3, the red-team reproduction: `io_timeout=1`, the active path delays every write
+/// 4 s (`gnop configure -d 4000 -x 100`); write X to block 0, then Y. Before, X was
+/// re-driven on the other path after 1 s and acknowledged, Y was acknowledged, a read
+/// returned Y, and 3 s later X's first copy landed: block 0 read X. Now X is acknowledged
+/// only once its first copy has answered (so `write X` takes the whole delay), and block 0
+/// reads Y from then on.
+#[test]
+fn an_acknowledged_write_is_never_overwritten_by_its_stale_first_copy() {
+    if !root_or_skip("stale_write") {
+        return;
+    }
+    let scratch = Scratch::new("stale");
+    let img = scratch.image("disk.img", 16 * MIB);
+    let (a, b) = (Loop::attach(&img), Loop::attach(&img));
+    let d = Daemon::start(&scratch);
+    d.gnop(&["create", "-o", "4096", &a.name, &b.name]).ok();
+    let (na, nb) = (format!("{}.nop", a.name), format!("{}.nop", b.name));
+    d.gmultipath(&["label", "FRED", &na, &nb]).ok();
+    d.wait_status("FRED", "OPTIMAL");
+    d.mpsysctl(&["kern.geom.multipath.io_timeout=1"]).ok();
+    let active = d.active_path("FRED");
+    d.gnop(&["configure", "-d", "4000", "-x", "100", &active])
+        .ok();
+    let fred = d.file("FRED");
+    let took = write_block(&fred, 0, b'X');
+    assert!(
+        took >= std::time::Duration::from_millis(3900),
+        "write X was acknowledged after {took:?}, before its first copy on {active} answered"
+    );
+    write_block(&fred, 0, b'Y');
+    assert_eq!(read_block(&fred, 0), b'Y');
+    let held = format!(
+        "GEOM_MULTIPATH: a write to {active} in FRED is overdue; it is re-driven once its \
+         answer arrives or {active} is gone"
+    );
+    assert!(d.messages().contains(&held), "{:?}", d.messages());
+    // Nothing of X is still out anywhere: the block stays Y, on the disk itself too
+    // (below the gnop offset of one block).
+    d.gnop(&["configure", "-x", "0", &active]).ok();
+    assert_eq!(read_block(&fred, 0), b'Y');
+    assert_eq!(read_block(std::path::Path::new(&a.dev()), 1), b'Y');
+}

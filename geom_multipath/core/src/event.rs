@@ -101,6 +101,14 @@ pub enum Message {
     CorruptLabel { provider: String, reason: String },
     /// `<provider> is not MULTIPATH` (debug only)
     NotMultipath { provider: String },
+    /// `GEOM_MULTIPATH: a write to <path> in <geom> is overdue; it is re-driven once its
+    /// answer arrives, <path> is gone[ or <n> s have passed]` — not in FreeBSD (the I/O
+    /// deadline is an extension).
+    WriteHeld {
+        path: String,
+        geom: String,
+        quiesce_time: u32,
+    },
     /// `GEOM_MULTIPATH: <provider> label's <what> <label> is not the provider's <actual>:
     /// skipping` (debug only) — not in FreeBSD, which skips such a label without a word.
     LabelMisfit {
@@ -129,6 +137,7 @@ impl Message {
             | Message::CantUpdateMetadata { .. }
             | Message::CannotCreate { .. }
             | Message::BadVersion { .. }
+            | Message::WriteHeld { .. }
             | Message::CorruptLabel { .. } => Level::Warning,
             _ => Level::Info,
         }
@@ -191,6 +200,24 @@ impl fmt::Display for Message {
                 write!(f, "{P}{provider} has a corrupt label ({reason}): rejecting")
             }
             Message::NotMultipath { provider } => write!(f, "{provider} is not MULTIPATH"),
+            Message::WriteHeld {
+                path,
+                geom,
+                quiesce_time: 0,
+            } => write!(
+                f,
+                "{P}a write to {path} in {geom} is overdue; it is re-driven once its answer \
+                 arrives or {path} is gone"
+            ),
+            Message::WriteHeld {
+                path,
+                geom,
+                quiesce_time,
+            } => write!(
+                f,
+                "{P}a write to {path} in {geom} is overdue; it is re-driven once its answer \
+                 arrives, {path} is gone or {quiesce_time} s have passed"
+            ),
             Message::LabelMisfit {
                 provider,
                 what,

@@ -36,6 +36,15 @@ pub enum Op {
     Other(u8),
 }
 
+impl Op {
+    /// A late copy of this command landing would change the disk: a write, a delete, a
+    /// flush (it orders writes) or a command the class does not know. Reads and attribute
+    /// queries change nothing.
+    pub fn lands(self) -> bool {
+        !matches!(self, Op::Read | Op::GetAttr { .. })
+    }
+}
+
 /// What FreeBSD appends to a path's `GEOM::physpath` answer.
 pub const PHYSPATH_SUFFIX: &str = "/mp";
 
@@ -59,8 +68,11 @@ pub struct Bio {
     /// The path the request is on, between `start` and `done`.
     path: Option<PathId>,
     /// When the current attempt counts as failed, if its path has an `io_timeout`
-    /// ([`Class::arm_deadline`]).
+    /// ([`Class::arm_deadline`]); for a held attempt, when its path's `quiesce_time` ends.
     pub(crate) deadline: Option<Time>,
+    /// The current attempt is overdue and held on its path until its copy can no longer
+    /// land ([`crate::timer`]).
+    pub(crate) held: bool,
 }
 
 impl Bio {
@@ -76,6 +88,7 @@ impl Bio {
             issued: 0,
             path: None,
             deadline: None,
+            held: false,
         }
     }
 
@@ -136,6 +149,7 @@ impl Class {
         bio.issued += 1;
         bio.path = Some(path);
         bio.deadline = None;
+        bio.held = false;
         self.member_mut(path).inflight += 1;
         Ok(path)
     }
@@ -148,6 +162,7 @@ impl Class {
     /// detach.
     pub fn done(&mut self, bio: &mut Bio, result: Result<(), Errno>) -> Done {
         bio.deadline = None;
+        bio.held = false;
         let Some(path) = bio.path.take() else {
             debug_assert!(false, "done of a request that is not in flight");
             return Done::deliver(Err(Errno::ENXIO));
@@ -167,8 +182,24 @@ impl Class {
 
     /// `g_multipath_done_error`.
     fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno) -> Done {
+        self.fail_path(bio.geom, path, error);
+        self.drained_one(path);
+        if bio.issued < bio.attempts {
+            self.probe(Probe::Restart { token: bio.token });
+            match self.start(bio) {
+                Ok(next) => Done::Reissue(next),
+                Err(e) => Done::deliver(Err(e)),
+            }
+        } else {
+            Done::deliver(Err(error))
+        }
+    }
+
+    /// The first half of `g_multipath_done_error`: `error` on `path` of `geom` marks the
+    /// path FAIL (`Error <e>, <p> in <g> marked FAIL`), unless it is already.
+    pub(crate) fn fail_path(&mut self, geom: GeomId, path: PathId, error: Errno) {
         if self.member(path).flags & FAIL == 0 {
-            let geom = self.live_geom(bio.geom).name.clone();
+            let geom = self.live_geom(geom).name.clone();
             let name = self.live_path(path).name.clone();
             self.log(Message::IoFailed {
                 error,
@@ -181,16 +212,6 @@ impl Class {
                 error: error.0,
             });
             self.fault(path, FAIL);
-        }
-        self.drained_one(path);
-        if bio.issued < bio.attempts {
-            self.probe(Probe::Restart { token: bio.token });
-            match self.start(bio) {
-                Ok(next) => Done::Reissue(next),
-                Err(e) => Done::deliver(Err(e)),
-            }
-        } else {
-            Done::deliver(Err(error))
         }
     }
 

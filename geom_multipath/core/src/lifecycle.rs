@@ -336,6 +336,9 @@ impl Class {
             self.live_geom_mut(geom).ndisks -= 1;
         }
         self.fault(path, LOST);
+        if self.member(path).inflight > 0 {
+            self.wake_for_orphan();
+        }
         self.detach_if_idle(topo, path);
     }
 

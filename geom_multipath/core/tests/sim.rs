@@ -748,7 +748,7 @@ fn io_deadline_fails_a_hung_active_path_over_to_the_next() {
     let mut f = Fabric::create(2, Mode::ActivePassive);
     with_io_timeout(&mut f, 2);
     f.hang("md0", 0, 3600 * SEC);
-    let t = f.submit(WRITE, 0, 4096);
+    let t = f.submit(READ, 0, 4096);
     f.drive_until(2 * SEC - 1);
     assert!(f.delivery(t).is_none(), "still waiting before the deadline");
     f.drive_until(2 * SEC + 10 * MS);
@@ -810,7 +810,7 @@ fn io_deadline_on_every_path_ends_in_enxio_after_one_deadline_per_path() {
     with_io_timeout(&mut f, 1);
     f.hang("md0", 0, 3600 * SEC);
     f.hang("md1", 0, 3600 * SEC);
-    let t = f.submit(WRITE, 0, 4096);
+    let t = f.submit(READ, 0, 4096);
     f.drive_until(10 * SEC);
     let d = f.delivery(t).expect("ends once every path timed out");
     assert_eq!(d.result, Err(Errno::ENXIO));
@@ -836,4 +836,129 @@ fn io_deadline_answered_in_time_changes_nothing() {
         "a spurious wake disarmed the table"
     );
     assert_eq!(f.good_paths().len(), 3);
+}
+
+// ----- the write re-drive rule (issue 11 item 3) -------------------------------------------
+
+fn with_quiesce_time(f: &mut Fabric, provider: &str, secs: u32) {
+    f.class.set_quiesce_time(provider, Some(secs));
+}
+
+/// The red-team reproduction: io_timeout=1, the active path delays writes 4 s; write X,
+/// then write Y to the same block. Before, X was re-driven on the other path at its
+/// deadline and acknowledged, Y was acknowledged, and X's first copy landed 3 s later over
+/// Y (the fabric's landing invariant panics on that). Now X waits for its first copy's
+/// answer, and Y, sent after X was acknowledged, is the last to land.
+#[test]
+fn an_overdue_write_is_not_redriven_while_its_first_copy_can_still_land() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 1);
+    f.hang("md0", 0, 4 * SEC);
+    let x = f.submit(WRITE, 0, 4096);
+    f.drive_until(3 * SEC);
+    assert!(f.delivery(x).is_none(), "held past its deadline");
+    assert_eq!(
+        f.take_messages(),
+        [
+            "GEOM_MULTIPATH: Error 6, md0 in FRED marked FAIL",
+            "GEOM_MULTIPATH: md1 is now active path in FRED",
+            "GEOM_MULTIPATH: a write to md0 in FRED is overdue; it is re-driven once its \
+             answer arrives or md0 is gone",
+        ]
+    );
+    assert_eq!(f.inflight_on("md0"), 1, "still out on md0");
+    f.drive_until(4 * SEC + 10 * MS);
+    let dx = f
+        .delivery(x)
+        .expect("answered by md0 when it woke up")
+        .clone();
+    assert_eq!((dx.result, dx.route), (Ok(()), vec!["md0".to_string()]));
+    let y = f.submit(WRITE, 0, 4096);
+    f.finish(1000);
+    assert_eq!(f.delivery(y).unwrap().route, ["md1"]);
+    let order: Vec<u64> = f.landed.iter().map(|&(t, _)| t).collect();
+    assert_eq!(order, [x, y], "X's one copy, then Y");
+}
+
+/// A read past its deadline is re-driven at once: a late copy of a read changes nothing.
+#[test]
+fn an_overdue_read_is_redriven_at_once() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 1);
+    f.hang("md0", 0, 4 * SEC);
+    let r = f.submit(READ, 0, 4096);
+    f.drive_until(SEC + 10 * MS);
+    let d = f.delivery(r).expect("re-driven at the deadline");
+    assert_eq!(
+        (d.result, d.route.clone()),
+        (Ok(()), vec!["md0".into(), "md1".into()])
+    );
+    f.finish(1000);
+}
+
+/// The admin says how long a target may hold a write after its path was torn down
+/// (`quiesce_time`): the held write is re-driven once that has passed.
+#[test]
+fn a_held_write_is_redriven_after_its_paths_quiesce_time() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 1);
+    with_quiesce_time(&mut f, "md0", 2);
+    f.hang("md0", 0, 3600 * SEC);
+    let t = f.submit(WRITE, 0, 4096);
+    f.drive_until(3 * SEC - 1);
+    assert!(f.delivery(t).is_none(), "held for the quiesce time");
+    f.drive_until(3 * SEC + 10 * MS);
+    let d = f
+        .delivery(t)
+        .expect("re-driven once the quiesce time passed");
+    assert_eq!(
+        (d.result, d.route.clone()),
+        (Ok(()), vec!["md0".into(), "md1".into()])
+    );
+    assert!(f
+        .take_messages()
+        .iter()
+        .any(|m| m.ends_with("re-driven once its answer arrives, md0 is gone or 2 s have passed")));
+    assert_eq!(f.inflight_on("md0"), 0, "the first copy is abandoned now");
+    assert_eq!(f.class.quiesce_time("md0"), 2);
+    assert_eq!(f.class.quiesce_time("md1"), 0);
+}
+
+/// A path that is gone for good cannot land anything: its held write goes at once.
+#[test]
+fn a_held_write_is_redriven_when_its_path_is_gone() {
+    for op in [WRITE, Op::Delete, Op::Flush] {
+        let mut f = Fabric::create(2, Mode::ActivePassive);
+        with_io_timeout(&mut f, 1);
+        f.hang("md0", 0, 3600 * SEC);
+        f.at(5 * SEC, Action::Vanish("md0".into()));
+        let t = f.submit(op, 0, 4096);
+        f.drive_until(5 * SEC - 1);
+        assert!(f.delivery(t).is_none(), "{op:?} held until md0 goes");
+        f.drive_until(5 * SEC + 10 * MS);
+        let d = f.delivery(t).expect("re-driven when md0 vanished");
+        assert_eq!(
+            (d.result, d.route.clone()),
+            (Ok(()), vec!["md0".into(), "md1".into()])
+        );
+        f.finish(1000);
+    }
+}
+
+/// A held write whose first copy fails is re-driven then, as any failed write is.
+#[test]
+fn a_held_write_whose_first_copy_fails_is_redriven_then() {
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    with_io_timeout(&mut f, 1);
+    f.hang("md0", 0, 3 * SEC);
+    f.fail_from("md0", 3 * SEC, Errno::EIO);
+    let t = f.submit(WRITE, 0, 4096);
+    f.drive_until(3 * SEC + 10 * MS);
+    let d = f.delivery(t).expect("re-driven after md0's EIO");
+    assert_eq!(
+        (d.result, d.route.clone()),
+        (Ok(()), vec!["md0".into(), "md1".into()])
+    );
+    assert!(d.at >= 3 * SEC);
+    f.finish(1000);
 }

@@ -140,6 +140,27 @@ struct Attempt {
     provider: String,
     /// Held by a hanging provider: no completion is scheduled.
     parked: bool,
+    /// The class gave up on it: its answer is never seen, but its copy still lands when
+    /// its provider gets to it.
+    ghost: bool,
+    /// Which coming of its provider it was sent to (a provider that vanished and came
+    /// back is another one: nothing sent to the old one lands).
+    incarnation: u32,
+}
+
+/// What the fabric remembers of a write (or delete) for the landing invariant.
+#[derive(Clone, Copy, Debug)]
+struct WriteLife {
+    offset: u64,
+    length: u64,
+    submitted: u64,
+    acknowledged: Option<u64>,
+}
+
+impl WriteLife {
+    fn overlaps(&self, other: &WriteLife) -> bool {
+        self.offset < other.offset + other.length && other.offset < self.offset + self.length
+    }
 }
 
 /// What the timeline holds.
@@ -170,6 +191,14 @@ pub struct Fabric {
     next_token: u64,
     next_attempt: u64,
     attempts: BTreeMap<u64, Attempt>,
+    /// Attempts the class gave up on, still out on their providers.
+    ghosts: BTreeMap<u64, Attempt>,
+    /// Every write and delete submitted, by token.
+    writes: BTreeMap<u64, WriteLife>,
+    /// Copies of writes that landed on the disk: (token, when).
+    pub landed: Vec<(u64, u64)>,
+    /// How often each provider vanished.
+    incarnations: BTreeMap<String, u32>,
     in_flight: BTreeMap<u64, InFlight>,
     delivered: BTreeMap<u64, Delivery>,
     /// The geom the clients have open (the newest one called `FRED`).
@@ -234,6 +263,10 @@ impl Fabric {
             next_token: 1,
             next_attempt: 1,
             attempts: BTreeMap::new(),
+            ghosts: BTreeMap::new(),
+            writes: BTreeMap::new(),
+            landed: Vec::new(),
+            incarnations: BTreeMap::new(),
             in_flight: BTreeMap::new(),
             delivered: BTreeMap::new(),
             geom: Some(geom),
@@ -319,8 +352,8 @@ impl Fabric {
             .timeline
             .iter()
             .find_map(|(&key, s)| match s {
-                Scheduled::Complete(id) => Some((key, *id)),
-                Scheduled::Script(_) => None,
+                Scheduled::Complete(id) if self.attempts.contains_key(id) => Some((key, *id)),
+                _ => None,
             })
             .or_else(|| {
                 let id = self
@@ -336,6 +369,9 @@ impl Fabric {
         self.timeline.remove(&key);
         self.now = self.now.max(key.0);
         let attempt = self.attempts.remove(&id).expect("scheduled attempt exists");
+        if result.is_ok() {
+            self.land(attempt.token);
+        }
         self.finish_attempt(attempt, result);
         self.after_input();
         true
@@ -560,7 +596,13 @@ impl Fabric {
     /// What happens to an attempt that is due: its path's provider gone means ENXIO; a
     /// hanging provider holds it; otherwise the provider's outcome.
     fn complete(&mut self, id: u64) {
-        let attempt = self.attempts[&id].clone();
+        if self.ghosts.contains_key(&id) {
+            self.complete_ghost(id);
+            return;
+        }
+        let Some(attempt) = self.attempts.get(&id).cloned() else {
+            return; // a ghost whose provider went away for good: it never lands
+        };
         let gone = !self.topo.providers.contains_key(&attempt.provider)
             || self
                 .class
@@ -579,9 +621,57 @@ impl Fabric {
             }
         };
         self.attempts.remove(&id);
+        if result.is_ok() {
+            self.land(attempt.token);
+        }
         self.finish_attempt(attempt, result);
     }
 
+    /// An attempt the class gave up on gets to its provider: nobody hears its answer, but
+    /// a write lands unless the provider is gone.
+    fn complete_ghost(&mut self, id: u64) {
+        let ghost = &self.ghosts[&id];
+        let incarnation = self.incarnations.get(&ghost.provider).copied().unwrap_or(0);
+        if !self.topo.providers.contains_key(&ghost.provider) || ghost.incarnation != incarnation {
+            self.ghosts.remove(&id);
+            return;
+        }
+        match self.outcome_of(&ghost.provider) {
+            Outcome::Hang => self.ghosts.get_mut(&id).unwrap().parked = true,
+            Outcome::Fail(_) => {
+                self.ghosts.remove(&id);
+            }
+            Outcome::Answer => {
+                let token = self.ghosts.remove(&id).unwrap().token;
+                self.land(token);
+            }
+        }
+    }
+
+    /// A copy of request `token` landed on the disk now. Checks that no write submitted
+    /// after `token` was acknowledged, to an overlapping range, has been acknowledged
+    /// already: an acknowledged write is never followed by an older copy landing.
+    fn land(&mut self, token: u64) {
+        let Some(&mine) = self.writes.get(&token) else {
+            return;
+        };
+        self.landed.push((token, self.now));
+        let Some(acked) = mine.acknowledged else {
+            return;
+        };
+        let newer = self.writes.iter().find(|(&t, w)| {
+            t != token
+                && w.overlaps(&mine)
+                && w.submitted >= acked
+                && w.acknowledged.is_some_and(|a| a <= self.now)
+        });
+        if let Some((&newer, _)) = newer {
+            self.violation(&format!(
+                "a copy of write {token} (acknowledged at {acked}) landed after write \
+                 {newer} to the same range was acknowledged: acknowledged data overwritten"
+            ));
+        }
+    }
     fn perform(&mut self, action: Action) {
         match action {
             Action::Submit { op, offset, length } => {
@@ -597,6 +687,9 @@ impl Fabric {
                 if self.topo.providers.contains_key(&provider) {
                     self.disturb();
                     self.topo.remove_provider(&provider);
+                    // Gone for good: what was still out on it never lands, even if a
+                    // provider of the same name comes back.
+                    *self.incarnations.entry(provider.clone()).or_default() += 1;
                     let paths: Vec<PathId> = self.class.paths_on_provider(&provider).collect();
                     for p in paths {
                         self.class.orphan(&mut self.topo, p);
@@ -656,15 +749,20 @@ impl Fabric {
     }
 
     fn release_parked(&mut self, provider: &str) {
-        let parked: Vec<u64> = self
-            .attempts
-            .iter()
-            .filter(|(_, a)| a.parked && a.provider == provider)
-            .map(|(&id, _)| id)
-            .collect();
-        for id in parked {
-            self.attempts.get_mut(&id).unwrap().parked = false;
-            self.schedule(self.now, Scheduled::Complete(id));
+        for table in [&mut self.attempts, &mut self.ghosts] {
+            let parked: Vec<u64> = table
+                .iter()
+                .filter(|(_, a)| a.parked && a.provider == provider)
+                .map(|(&id, _)| id)
+                .collect();
+            for &id in &parked {
+                table.get_mut(&id).unwrap().parked = false;
+            }
+            for id in parked {
+                self.seq += 1;
+                self.timeline
+                    .insert((self.now, self.seq), Scheduled::Complete(id));
+            }
         }
     }
 
@@ -683,6 +781,17 @@ impl Fabric {
         let clean_start =
             view.is_some_and(|g| g.paths().all(|p| self.class.path(p).unwrap().is_good()));
         let alone = !self.in_flight.values().any(|r| r.bio.geom == geom);
+        if matches!(op, Op::Write | Op::Delete) {
+            self.writes.insert(
+                token,
+                WriteLife {
+                    offset,
+                    length,
+                    submitted: self.now,
+                    acknowledged: None,
+                },
+            );
+        }
         self.in_flight.insert(
             token,
             InFlight {
@@ -809,6 +918,8 @@ impl Fabric {
                 path,
                 provider: provider.clone(),
                 parked: false,
+                ghost: false,
+                incarnation: self.incarnations.get(&provider).copied().unwrap_or(0),
             },
         );
         let at = self.now + self.latency_of(&provider);
@@ -817,9 +928,10 @@ impl Fabric {
         self.class.arm_deadline(&mut r.bio, Time(self.now));
     }
 
-    /// The class's timers fell due: every attempt it gives up on is abandoned (removed
-    /// with its scheduled completion, so its late answer is never seen) and what the class
-    /// decided for its request is carried out as for any completion.
+    /// The class's timers fell due: every attempt it gives up on is abandoned (it becomes a
+    /// ghost: its late answer is never seen, but a write still lands when its provider gets
+    /// to it) and what the class decided for its request is carried out as for any
+    /// completion.
     fn fire_timers(&mut self) {
         let bios = self.in_flight.values_mut().map(|r| &mut r.bio);
         self.class.handle_timeout(Time(self.now), bios);
@@ -839,8 +951,13 @@ impl Fabric {
                 ));
             };
             let attempt = self.attempts.remove(&id).expect("found above");
-            self.timeline
-                .retain(|_, s| !matches!(s, Scheduled::Complete(c) if *c == id));
+            self.ghosts.insert(
+                id,
+                Attempt {
+                    ghost: true,
+                    ..attempt.clone()
+                },
+            );
             self.topo.drain(&mut self.class);
             self.count_restores();
             self.judge(attempt, Err(Errno::ENXIO), true, done);
@@ -932,6 +1049,11 @@ impl Fabric {
         let Some(r) = self.in_flight.remove(&token) else {
             self.violation(&format!("token {token} delivered but never submitted"));
         };
+        if result.is_ok() {
+            if let Some(w) = self.writes.get_mut(&token) {
+                w.acknowledged = Some(self.now);
+            }
+        }
         if !r.route.is_empty() && r.all_failed {
             if !matches!(result, Err(e) if e.fails_path()) {
                 self.violation(&format!(

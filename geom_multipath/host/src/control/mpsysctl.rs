@@ -204,6 +204,16 @@ mod tests {
             own_nbd: Default::default(),
         };
         let mut owner = Owner::new(settings, exports, handle);
+        let loop0 = geom_multipath::ProviderInfo {
+            name: "loop0".into(),
+            mediasize: 1 << 20,
+            sectorsize: 512,
+            stripesize: 0,
+            stripeoffset: 0,
+            rank: 1,
+        };
+        let device = std::sync::Arc::new(crate::device::MemDevice::new(1 << 20));
+        owner.add_provider(loop0, crate::providers::Source::Fixed(device));
         move |call| Ok(owner.call(call))
     }
 
@@ -275,6 +285,26 @@ mod tests {
         assert_eq!(
             mpsysctl("kern.geom.nop=1", &mut d).2,
             "mpsysctl: oid 'kern.geom.nop' isn't a leaf node\n"
+        );
+    }
+
+    /// Issue 11: a per-path setting for a provider the daemon does not know was stored
+    /// and listed; it is refused like an oid that does not exist.
+    #[test]
+    fn per_path_settings_need_a_provider_the_daemon_knows() {
+        let mut d = fake();
+        let (code, _, err) = mpsysctl("kern.geom.multipath.io_timeout.nosuch=7", &mut d);
+        assert_eq!(code, 1);
+        assert!(err.contains("unknown oid"), "{err}");
+        assert_eq!(
+            mpsysctl("kern.geom.multipath.quiesce_time.loop0=30", &mut d).1,
+            "kern.geom.multipath.quiesce_time.loop0: 0 -> 30\n"
+        );
+        let (_, all, _) = mpsysctl("kern.geom.multipath", &mut d);
+        assert!(!all.contains("nosuch"), "{all}");
+        assert!(
+            all.ends_with("kern.geom.multipath.quiesce_time.loop0: 30\n"),
+            "{all}"
         );
     }
 

@@ -7,6 +7,8 @@ use std::path::Path;
 
 use geom_multipath::sysctl::{self, Knob, Values};
 
+use crate::owner::PerPath;
+
 /// One problem found in the file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Problem {
@@ -21,9 +23,9 @@ pub struct Problem {
 pub struct Tunables {
     /// The `kern.geom.multipath.*` knobs.
     pub values: Values,
-    /// Per-provider `io_timeout` overrides (`kern.geom.multipath.io_timeout.<provider>`),
-    /// as written.
-    pub io_timeouts: Vec<(String, String)>,
+    /// Per-provider settings (`kern.geom.multipath.io_timeout.<provider>`,
+    /// `kern.geom.multipath.quiesce_time.<provider>`), as written.
+    pub per_path: Vec<(PerPath, String, String)>,
 }
 
 /// Parses `text` on top of `base`; returns the values and the lines that were skipped.
@@ -35,7 +37,7 @@ pub fn parse(text: &str, base: Values) -> (Values, Vec<Problem>) {
 /// Like [`parse`], with the per-provider overrides.
 pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
     let mut values = base;
-    let mut io_timeouts = Vec::new();
+    let mut per_path = Vec::new();
     let mut problems = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -48,11 +50,10 @@ pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
             continue;
         };
         let name = name.trim();
-        if let Some(provider) = name.strip_prefix(crate::owner::IO_TIMEOUT_OVERRIDE_PREFIX) {
-            let mut check = Values::default();
-            match check.set_text(Knob::IoTimeout, value) {
+        if let Some((kind, provider)) = PerPath::parse(name) {
+            match PerPath::check(value) {
                 Ok(_) if !provider.is_empty() => {
-                    io_timeouts.push((provider.to_string(), value.trim().to_string()))
+                    per_path.push((kind, provider.to_string(), value.trim().to_string()))
                 }
                 Ok(_) => problem(format!("unknown oid '{name}'")),
                 Err(e) => problem(format!("{name}: {e}")),
@@ -67,13 +68,7 @@ pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
             problem(format!("{name}: {e}"));
         }
     }
-    (
-        Tunables {
-            values,
-            io_timeouts,
-        },
-        problems,
-    )
+    (Tunables { values, per_path }, problems)
 }
 
 /// Like [`parse_all`], for the file's bytes: a line that is not UTF-8 is reported and
@@ -153,20 +148,28 @@ kern.geom.multipath.debug=x
     }
 
     #[test]
-    fn per_path_io_timeouts_are_kept_as_written() {
+    fn per_path_settings_are_kept_as_written() {
         let text = "kern.geom.multipath.io_timeout.loop3=2\n\
                     kern.geom.multipath.io_timeout.nbd+unix:///d?socket=/s=5\n\
                     kern.geom.multipath.io_timeout.=1\n\
-                    kern.geom.multipath.io_timeout.loop4=x\n";
+                    kern.geom.multipath.io_timeout.loop4=x\n\
+                    kern.geom.multipath.quiesce_time.loop3=30\n\
+                    kern.geom.multipath.quiesce_timex.loop3=30\n";
         let (t, problems) = parse_all(text, Values::default());
         assert_eq!(
-            t.io_timeouts,
+            t.per_path,
             [
-                ("loop3".to_string(), "2".to_string()),
-                ("nbd+unix:///d?socket=/s".to_string(), "5".to_string())
+                (PerPath::IoTimeout, "loop3".to_string(), "2".to_string()),
+                (
+                    PerPath::IoTimeout,
+                    "nbd+unix:///d?socket=/s".to_string(),
+                    "5".to_string()
+                ),
+                (PerPath::QuiesceTime, "loop3".to_string(), "30".to_string()),
             ]
         );
-        assert_eq!(problems.len(), 2);
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 4, 6]);
     }
 
     /// Issue 11 item 7: one stray byte stopped the daemon from starting

@@ -261,7 +261,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let (
         config::Tunables {
             values: tunables,
-            io_timeouts,
+            per_path,
         },
         problems,
     ) = config::load(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
@@ -298,8 +298,8 @@ fn run(args: &Args) -> anyhow::Result<()> {
         },
     };
     let mut owner = Owner::new(settings, exports.clone(), handle.clone());
-    for (provider, secs) in &io_timeouts {
-        let _ = owner.set_io_timeout(provider, secs);
+    for (kind, provider, secs) in &per_path {
+        let _ = owner.set_per_path(*kind, provider, secs);
     }
     for uri in &args.nbd_paths {
         owner.supervise_nbd(uri);
@@ -349,8 +349,8 @@ fn apply_reload(
             for p in problems {
                 tracing::warn!("{}:{}: {}", path.display(), p.line, p.text);
             }
-            for (provider, secs) in &tunables.io_timeouts {
-                let _ = owner.set_io_timeout(provider, secs);
+            for (kind, provider, secs) in &tunables.per_path {
+                let _ = owner.set_per_path(*kind, provider, secs);
             }
             let values = tunables.values;
             for knob in config::changed(owner.class().tunables(), &values) {

@@ -81,8 +81,45 @@ struct InFlight {
 /// once it is the last one out.
 type Abandoned = IdMap<(u64, u32), String>;
 
-/// The per-path override of `kern.geom.multipath.io_timeout`: `<knob>.<provider>`.
-pub const IO_TIMEOUT_OVERRIDE_PREFIX: &str = "kern.geom.multipath.io_timeout.";
+/// A setting the admin states per provider, as `<name>.<provider>` (seconds, 0 to 86400).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PerPath {
+    /// `kern.geom.multipath.io_timeout.<provider>`: overrides the knob for that provider.
+    IoTimeout,
+    /// `kern.geom.multipath.quiesce_time.<provider>`: how long after its path failed at a
+    /// deadline a write still out on it may land (none by default: wait for its answer).
+    QuiesceTime,
+}
+
+impl PerPath {
+    /// Every per-provider setting, in listing order.
+    pub const ALL: [PerPath; 2] = [PerPath::IoTimeout, PerPath::QuiesceTime];
+
+    /// The name in front of `.<provider>`.
+    pub fn base(self) -> &'static str {
+        match self {
+            PerPath::IoTimeout => "kern.geom.multipath.io_timeout",
+            PerPath::QuiesceTime => "kern.geom.multipath.quiesce_time",
+        }
+    }
+
+    /// The setting and provider `name` stands for, if it is `<base>.<provider>` (the
+    /// provider may be empty: the caller refuses it).
+    pub fn parse(name: &str) -> Option<(PerPath, &str)> {
+        PerPath::ALL.into_iter().find_map(|k| {
+            name.strip_prefix(k.base())
+                .and_then(|rest| rest.strip_prefix('.'))
+                .map(|provider| (k, provider))
+        })
+    }
+
+    /// Reads a value as written: seconds, in `io_timeout`'s range.
+    pub fn check(value: &str) -> Result<u32, sysctl::SetError> {
+        let mut check = Values::default();
+        check.set_text(Knob::IoTimeout, value)?;
+        Ok(check.io_timeout())
+    }
+}
 
 /// The NOP class's one knob.
 pub const NOP_DEBUG: &str = "kern.geom.nop.debug";
@@ -877,17 +914,30 @@ impl Owner {
         }
     }
 
-    fn override_answer(&self, provider: &str, old: Option<u32>) -> KnobAnswer {
+    /// The providers with `kind` set, and the values.
+    fn per_path(&self, kind: PerPath) -> Vec<(String, u32)> {
+        let set: Vec<(&str, u32)> = match kind {
+            PerPath::IoTimeout => self.class.io_timeout_overrides().collect(),
+            PerPath::QuiesceTime => self.class.quiesce_times().collect(),
+        };
+        set.into_iter().map(|(p, s)| (p.to_string(), s)).collect()
+    }
+
+    fn override_answer(&self, kind: PerPath, provider: &str, old: Option<u32>) -> KnobAnswer {
+        let value = self
+            .per_path(kind)
+            .into_iter()
+            .find(|(name, _)| name == provider)
+            .map_or(0, |(_, secs)| secs);
+        let what = match kind {
+            PerPath::IoTimeout => "io_timeout for requests to",
+            PerPath::QuiesceTime => "seconds a write may still land after its path failed:",
+        };
         KnobAnswer {
-            name: format!("{IO_TIMEOUT_OVERRIDE_PREFIX}{provider}"),
-            value: u64::from(
-                self.class
-                    .io_timeout_overrides()
-                    .find(|(name, _)| *name == provider)
-                    .map_or(0, |(_, secs)| secs),
-            ),
+            name: format!("{}.{provider}", kind.base()),
+            value: u64::from(value),
             old: old.map(u64::from),
-            description: format!("io_timeout for requests to {provider}"),
+            description: format!("{what} {provider}"),
         }
     }
 
@@ -906,11 +956,11 @@ impl Owner {
             .iter()
             .map(|t| self.knob_answer(t, None))
             .collect();
-        all.extend(
-            self.class
-                .io_timeout_overrides()
-                .map(|(p, _)| self.override_answer(p, None)),
-        );
+        for kind in PerPath::ALL {
+            for (p, _) in self.per_path(kind) {
+                all.push(self.override_answer(kind, &p, None));
+            }
+        }
         all.push(self.nop_debug_answer(None));
         all
     }
@@ -919,24 +969,38 @@ impl Owner {
         select_knobs(self.all_knobs(), name)
     }
 
-    /// Sets the `io_timeout` of requests to provider `provider` (an override of the
-    /// knob); returns the value that applied before.
-    pub fn set_io_timeout(&mut self, provider: &str, value: &str) -> Result<u32, sysctl::SetError> {
-        let mut check = Values::default();
-        check.set_text(Knob::IoTimeout, value)?;
-        let secs = check.io_timeout();
-        let before = self.class.io_timeout(provider);
-        self.class.set_io_timeout_override(provider, Some(secs));
-        Ok(before)
+    /// Sets `kind` for provider `provider` (the tunables file may name one that appears
+    /// later); returns the value that applied before.
+    pub fn set_per_path(
+        &mut self,
+        kind: PerPath,
+        provider: &str,
+        value: &str,
+    ) -> Result<u32, sysctl::SetError> {
+        let secs = PerPath::check(value)?;
+        Ok(match kind {
+            PerPath::IoTimeout => {
+                let before = self.class.io_timeout(provider);
+                self.class.set_io_timeout_override(provider, Some(secs));
+                before
+            }
+            PerPath::QuiesceTime => {
+                let before = self.class.quiesce_time(provider);
+                self.class.set_quiesce_time(provider, Some(secs));
+                before
+            }
+        })
     }
 
     fn sysctl_set(&mut self, name: &str, value: &str) -> Answer {
-        if let Some(provider) = name.strip_prefix(IO_TIMEOUT_OVERRIDE_PREFIX) {
-            if provider.is_empty() {
+        if let Some((kind, provider)) = PerPath::parse(name) {
+            // Like sysctl(8) on an oid that does not exist: a provider this daemon does not
+            // know has no such setting (the tunables file may still name one ahead).
+            if self.providers.info(provider).is_none() {
                 return failed(Errno(libc::ENOENT));
             }
-            return match self.set_io_timeout(provider, value) {
-                Ok(old) => Answer::Sysctl(vec![self.override_answer(provider, Some(old))]),
+            return match self.set_per_path(kind, provider, value) {
+                Ok(old) => Answer::Sysctl(vec![self.override_answer(kind, provider, Some(old))]),
                 Err(e) => Answer::Failed {
                     errno: libc::EINVAL,
                     text: e.to_string(),
