@@ -357,19 +357,17 @@ fn a_hung_path_is_failed_over_at_its_deadline_and_fenced_until_its_late_answer()
     }
     h.paths[0].set_hang(true);
     let data = vec![0x77; 4096];
-    // md0 never answers; at its deadline the write is reissued on md1 and succeeds.
-    assert!(h
-        .io("FRED", IoOp::Write(IoBuf::from_slice(&data)), 0)
-        .is_ok());
+    // md0 never answers; at its deadline the read is reissued on md1 and succeeds (a
+    // write would be held: see the next test).
+    assert!(h.io("FRED", IoOp::Read(IoBuf::zeroed(4096)), 0).is_ok());
     assert!(
         h.paths[0].fenced.load(Ordering::SeqCst),
         "the device was told to stop"
     );
-    assert_eq!(h.paths[1].disk.peek(0, 4096), data);
     assert!(h
         .messages()
         .contains(&"GEOM_MULTIPATH: Error 6, md0 in FRED marked FAIL".to_string()));
-    // While the late write is out, nothing reaches md0, even restored and preferred.
+    // While the late read is out, nothing reaches md0, even restored and preferred.
     h.verb("restore", &[], &["FRED", "md0"]);
     h.verb("prefer", &[], &["FRED", "md0"]);
     let before = h.paths[0].writes.load(Ordering::SeqCst);
@@ -395,6 +393,68 @@ fn a_hung_path_is_failed_over_at_its_deadline_and_fenced_until_its_late_answer()
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(h.paths[0].writes.load(Ordering::SeqCst) > before);
+}
+
+/// Issue 11 item 3: a write past its deadline fails its path for new requests but is not
+/// re-driven while its first copy can still land; it is answered by that copy, or, once
+/// the path's `quiesce_time` has passed, re-driven on the next path.
+#[test]
+fn a_hung_write_is_held_until_its_answer_or_its_quiesce_time() {
+    let h = host(2);
+    h.verb("create", &AP, &["FRED", "md0", "md1"]);
+    h.handle.access(h.geom("FRED"), 1, 1, 0).unwrap();
+    h.handle.call(Call::SysctlSet {
+        name: "kern.geom.multipath.io_timeout".into(),
+        value: "1".into(),
+    });
+    h.paths[0].set_hang(true);
+    let write = |offset: u64, byte: u8| {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        h.handle.io(IoRequest {
+            geom: h.geom("FRED"),
+            op: IoOp::Write(IoBuf::from_slice(&[byte; 4096])),
+            offset,
+            reply: Box::new(move |r| {
+                let _ = tx.send(r.is_ok());
+            }),
+        });
+        rx
+    };
+    let held = write(0, 0x11);
+    let held_msg = "GEOM_MULTIPATH: a write to md0 in FRED is overdue; it is re-driven once \
+                    its answer arrives or md0 is gone";
+    let mut tries = 0;
+    while !h.messages().iter().any(|m| m == held_msg) {
+        tries += 1;
+        assert!(tries < 2000, "never held: {:?}", h.messages());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert!(
+        held.try_recv().is_err(),
+        "not answered while md0 may still land it"
+    );
+    assert_eq!(h.verb("getactive", &[], &["FRED"]), "md1\n", "md0 failed");
+    h.paths[0].set_hang(false);
+    assert_eq!(held.recv_timeout(Duration::from_secs(20)), Ok(true));
+    assert_eq!(h.paths[0].disk.peek(0, 4096), vec![0x11; 4096]);
+    // With a quiesce time stated for md1, a write held there goes after it, on md0.
+    h.verb("restore", &[], &["FRED", "md0"]);
+    match h.handle.call(Call::SysctlSet {
+        name: "kern.geom.multipath.quiesce_time.md1".into(),
+        value: "1".into(),
+    }) {
+        Answer::Sysctl(k) => assert_eq!((k[0].old, k[0].value), (Some(0), 1)),
+        other => panic!("{other:?}"),
+    }
+    h.paths[1].set_hang(true);
+    let redriven = write(8192, 0x22);
+    assert_eq!(redriven.recv_timeout(Duration::from_secs(20)), Ok(true));
+    assert_eq!(h.paths[0].disk.peek(8192, 4096), vec![0x22; 4096]);
+    assert!(
+        h.paths[1].fenced.load(Ordering::SeqCst),
+        "md1 fenced on release"
+    );
+    h.paths[1].set_hang(false);
 }
 
 #[test]

@@ -212,8 +212,8 @@ mod tests {
             stripeoffset: 0,
             rank: 1,
         };
-        let device = std::sync::Arc::new(crate::device::MemDevice::new(1 << 20));
-        owner.add_provider(loop0, crate::providers::Source::Fixed(device));
+        let device = std::sync::Arc::new(crate::path::device::MemDevice::new(1 << 20));
+        owner.add_provider(loop0, crate::owner::providers::Source::Fixed(device));
         move |call| Ok(owner.call(call))
     }
 
