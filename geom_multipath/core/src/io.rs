@@ -101,6 +101,15 @@ impl Bio {
     pub fn issued(&self) -> u32 {
         self.issued
     }
+
+    /// Its first attempt went to `path` without [`Class::start`] (a direct route,
+    /// [`Class::adopt`]), on a geom of `ndisks` paths.
+    pub(crate) fn adopted(&mut self, path: PathId, ndisks: u32) {
+        self.attempts = self.attempts.max(ndisks);
+        self.issued += 1;
+        self.path = Some(path);
+        self.deadline = None;
+    }
 }
 
 /// What to do with a completed attempt.

@@ -26,6 +26,7 @@ extern crate alloc;
 
 mod class;
 pub mod ctl;
+mod direct_route;
 pub mod dumpconf;
 pub mod errno;
 pub mod event;
@@ -48,6 +49,7 @@ pub mod wire;
 
 pub use class::{Class, GeomView, PathView};
 pub use ctl::{CtlError, Request};
+pub use direct_route::{Route, Routes};
 pub use errno::Errno;
 pub use event::{Event, Level, Message, Probe};
 pub use io::{Bio, Done, Op, PHYSPATH_SUFFIX};
