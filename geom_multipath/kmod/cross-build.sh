@@ -138,7 +138,8 @@ for arch in amd64 aarch64; do
     esac
     dir=$out/$arch
     echo "==> $arch: the Rust object (rust-object.sh, the Makefile's recipe)"
-    LD=ld.lld OBJCOPY=llvm-objcopy RUST_DIR=$out/rust QUIET=1 \
+    # (The cargo directory check-object.sh uses too: the same build is not made twice.)
+    LD=ld.lld OBJCOPY=llvm-objcopy RUST_DIR=${CARGO_TARGET_DIR:-$root/target}/kmod/cargo QUIET=1 \
         "$here/rust-object.sh" "$arch" "$dir/geom_multipath_rs.o"
     # The configuration the Makefile builds (KDTRACE_HOOKS), compiled again without
     # -fstack-protector: this clang reaches __stack_chk_guard through the GOT
