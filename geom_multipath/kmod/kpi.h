@@ -69,7 +69,15 @@ struct sbuf;
 #define	KPI_KNOB_DEBUG		0
 #define	KPI_KNOB_EXCLUSIVE	1
 #define	KPI_KNOB_IO_TIMEOUT	2
-#define	KPI_KNOB_COUNT		3
+#define	KPI_KNOB_CHECK_INTERVAL	3
+#define	KPI_KNOB_REINSTATE	4
+#define	KPI_KNOB_FLAP_THRESHOLD	5
+#define	KPI_KNOB_FLAP_WINDOW	6
+#define	KPI_KNOB_FLAP_HOLD	7
+#define	KPI_KNOB_QUEUE_TIMEOUT	8
+#define	KPI_KNOB_QUEUE_MAX_REQUESTS	9
+#define	KPI_KNOB_QUEUE_MAX_KBYTES	10
+#define	KPI_KNOB_COUNT		11
 
 /* How loud a console message is; the kernel prints every level with printf. */
 enum kpi_log_level {

@@ -29,6 +29,29 @@ pub enum Knob {
     /// `kern.geom.multipath.io_timeout` (extension): seconds a path may take to answer one
     /// request before it counts as ENXIO on that path; 0 waits for ever, as FreeBSD does.
     IoTimeout = 2,
+    /// `kern.geom.multipath.check_interval` (extension): seconds between probes of every path
+    /// that is not LOST; 0 never probes, as FreeBSD does.
+    CheckInterval = 3,
+    /// `kern.geom.multipath.reinstate` (extension): 1 restores a FAIL path whose probe
+    /// succeeds; 0 leaves it FAIL until `gmultipath restore`, as FreeBSD does.
+    Reinstate = 4,
+    /// `kern.geom.multipath.flap_threshold` (extension): failures within `flap_window` that
+    /// make a path flapping; 0 turns the anti-flap hold off.
+    FlapThreshold = 5,
+    /// `kern.geom.multipath.flap_window` (extension): seconds over which failures count.
+    FlapWindow = 6,
+    /// `kern.geom.multipath.flap_hold` (extension): seconds a flapping path is held out after
+    /// it next tests good.
+    FlapHold = 7,
+    /// `kern.geom.multipath.queue_timeout` (extension): seconds a request with no usable path
+    /// waits for one; 0 fails it at once with ENXIO, as FreeBSD does.
+    QueueTimeout = 8,
+    /// `kern.geom.multipath.queue_max_requests` (extension): requests one geom may hold
+    /// waiting for a path.
+    QueueMaxRequests = 9,
+    /// `kern.geom.multipath.queue_max_kbytes` (extension): KiB of requests one geom may hold
+    /// waiting for a path.
+    QueueMaxKbytes = 10,
 }
 
 /// The C type of a knob, as SYSCTL_UINT and friends see it.
@@ -65,7 +88,7 @@ pub struct Tunable {
 }
 
 /// Every knob, FreeBSD's first, in [`Knob`] order.
-pub const TABLE: [Tunable; 3] = [
+pub const TABLE: [Tunable; 11] = [
     Tunable {
         knob: Knob::Debug,
         leaf: "debug",
@@ -105,7 +128,116 @@ pub const TABLE: [Tunable; 3] = [
         // GEOM cannot take back a request it has sent down, so the kernel cannot enforce it.
         host_only: true,
     },
+    extension(
+        Knob::CheckInterval,
+        "check_interval",
+        "kern.geom.multipath.check_interval",
+        0,
+        86_400,
+        "Seconds between probes of every path (0: never probe)",
+    ),
+    extension(
+        Knob::Reinstate,
+        "reinstate",
+        "kern.geom.multipath.reinstate",
+        0,
+        1,
+        "Restore a failed path when its probe succeeds (0: only by restore)",
+    ),
+    extension(
+        Knob::FlapThreshold,
+        "flap_threshold",
+        "kern.geom.multipath.flap_threshold",
+        0,
+        MAX_FLAP_THRESHOLD,
+        "Failures within flap_window that hold a path out (0: no hold)",
+    ),
+    Tunable {
+        default: 60,
+        min: 1,
+        ..extension(
+            Knob::FlapWindow,
+            "flap_window",
+            "kern.geom.multipath.flap_window",
+            0,
+            86_400,
+            "Seconds over which path failures are counted",
+        )
+    },
+    Tunable {
+        default: 60,
+        ..extension(
+            Knob::FlapHold,
+            "flap_hold",
+            "kern.geom.multipath.flap_hold",
+            0,
+            86_400,
+            "Seconds a flapping path is held out after it tests good",
+        )
+    },
+    extension(
+        Knob::QueueTimeout,
+        "queue_timeout",
+        "kern.geom.multipath.queue_timeout",
+        0,
+        86_400,
+        "Seconds a request waits for a usable path (0: fail at once)",
+    ),
+    Tunable {
+        default: 1024,
+        min: 1,
+        ..extension(
+            Knob::QueueMaxRequests,
+            "queue_max_requests",
+            "kern.geom.multipath.queue_max_requests",
+            0,
+            1 << 20,
+            "Requests a geom may hold while no path is usable",
+        )
+    },
+    Tunable {
+        default: 65_536,
+        min: 1,
+        ..extension(
+            Knob::QueueMaxKbytes,
+            "queue_max_kbytes",
+            "kern.geom.multipath.queue_max_kbytes",
+            0,
+            16 << 20,
+            "KiB of requests a geom may hold while no path is usable",
+        )
+    },
 ];
+
+/// The most failures `flap_threshold` may count (a path remembers this many failure times).
+pub const MAX_FLAP_THRESHOLD: u32 = 16;
+
+/// An issue-12 extension's row: a `u_int` defaulting to `default` (its off value) in
+/// `default..=max`, acted on by the host only for now.
+const fn extension(
+    knob: Knob,
+    leaf: &'static str,
+    name: &'static str,
+    default: u32,
+    max: u32,
+    description: &'static str,
+) -> Tunable {
+    Tunable {
+        knob,
+        leaf,
+        name,
+        kind: Kind::UInt,
+        default,
+        min: default,
+        max,
+        description,
+        freebsd: false,
+        // The kernel module does not carry out the checker, reinstatement, anti-flap or
+        // queueing yet (probes as bios from its thread, the queue drained on detach), so
+        // it does not register these: a knob that does nothing would be a trap.
+        host_only: true,
+    }
+}
 
 impl Knob {
     /// This knob's row of [`TABLE`].
@@ -199,6 +331,46 @@ impl Values {
     pub fn io_timeout(&self) -> u32 {
         self.get(Knob::IoTimeout)
     }
+
+    /// `kern.geom.multipath.check_interval`, in seconds (0: never probe).
+    pub fn check_interval(&self) -> u32 {
+        self.get(Knob::CheckInterval)
+    }
+
+    /// `kern.geom.multipath.reinstate`: a good probe restores a FAIL path.
+    pub fn reinstate(&self) -> bool {
+        self.get(Knob::Reinstate) != 0
+    }
+
+    /// `kern.geom.multipath.flap_threshold` (0: no anti-flap hold).
+    pub fn flap_threshold(&self) -> u32 {
+        self.get(Knob::FlapThreshold)
+    }
+
+    /// `kern.geom.multipath.flap_window`, in seconds.
+    pub fn flap_window(&self) -> u32 {
+        self.get(Knob::FlapWindow)
+    }
+
+    /// `kern.geom.multipath.flap_hold`, in seconds.
+    pub fn flap_hold(&self) -> u32 {
+        self.get(Knob::FlapHold)
+    }
+
+    /// `kern.geom.multipath.queue_timeout`, in seconds (0: no queueing).
+    pub fn queue_timeout(&self) -> u32 {
+        self.get(Knob::QueueTimeout)
+    }
+
+    /// `kern.geom.multipath.queue_max_requests`.
+    pub fn queue_max_requests(&self) -> u32 {
+        self.get(Knob::QueueMaxRequests)
+    }
+
+    /// `kern.geom.multipath.queue_max_kbytes`, in bytes.
+    pub fn queue_max_bytes(&self) -> u64 {
+        u64::from(self.get(Knob::QueueMaxKbytes)) * 1024
+    }
 }
 
 #[cfg(test)]
@@ -235,6 +407,18 @@ mod tests {
         assert!(!Knob::IoTimeout.tunable().freebsd);
         assert!(Knob::IoTimeout.tunable().host_only);
         assert!(TABLE.iter().filter(|t| t.freebsd).all(|t| !t.host_only));
+        assert_eq!(v.check_interval(), 0, "no probes, as FreeBSD");
+        assert!(!v.reinstate(), "FAIL stays FAIL, as FreeBSD");
+        assert_eq!(v.flap_threshold(), 0, "no anti-flap hold");
+        assert_eq!(
+            v.queue_timeout(),
+            0,
+            "no queueing: ENXIO at once, as FreeBSD"
+        );
+        assert!(TABLE.iter().skip(2).all(|t| !t.freebsd));
+        assert!(TABLE
+            .iter()
+            .all(|t| t.min <= t.default && t.default <= t.max));
     }
 
     #[test]

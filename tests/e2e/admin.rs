@@ -167,7 +167,14 @@ fn tunables_print_like_sysctl_and_exclusive_0_leaves_paths_closed() {
     let d = Daemon::start(&scratch);
     assert_eq!(
         d.mpsysctl(&["kern.geom.multipath"]).ok(),
-        "kern.geom.multipath.debug: 0\nkern.geom.multipath.exclusive: 1\nkern.geom.multipath.io_timeout: 0\n"
+        concat!(
+            "kern.geom.multipath.debug: 0\nkern.geom.multipath.exclusive: 1\nkern.geom.multipath.io_timeout: 0\n",
+            "kern.geom.multipath.check_interval: 0\nkern.geom.multipath.reinstate: 0\n",
+            "kern.geom.multipath.flap_threshold: 0\nkern.geom.multipath.flap_window: 60\n",
+            "kern.geom.multipath.flap_hold: 60\nkern.geom.multipath.queue_timeout: 0\n",
+            "kern.geom.multipath.queue_max_requests: 1024\n",
+            "kern.geom.multipath.queue_max_kbytes: 65536\n",
+        )
     );
     assert_eq!(
         d.mpsysctl(&["kern.geom.multipath.exclusive=0"]).ok(),

@@ -13,8 +13,12 @@ use alloc::vec::Vec;
 use geom_multipath_sysctl::Values;
 
 use crate::event::{Event, Level, Message, Probe};
+use crate::health::{Check, Health};
+use crate::queue::{Dispatch, Waiting};
+use crate::settings::{Selector, Settings};
 use crate::slab::Slab;
 use crate::state::{GeomState, GeomType, Mode, PathState};
+use crate::timer::Stamp;
 use crate::timer::Timers;
 use crate::topology::{Deferred, GeomId, PathId};
 
@@ -65,6 +69,28 @@ pub(crate) struct Geom {
     /// first, is this list read backwards. Kept here, contiguous, because routing in
     /// Active/Active scans all of it for every request.
     pub(crate) members: Vec<Member>,
+    /// The `configure` extensions set on this geom.
+    pub(crate) settings: Settings,
+    /// The path last named by `prefer` (failback's first rank).
+    pub(crate) preferred: Option<PathId>,
+    /// When the checker next probes the paths (`None`: not armed).
+    pub(crate) next_check: Option<u64>,
+    /// When the service-time selector next samples the paths' throughput.
+    pub(crate) next_sample: Option<u64>,
+    /// Round-robin: the member that takes requests, and how many more it takes.
+    pub(crate) rr_cursor: usize,
+    pub(crate) rr_left: u32,
+    /// Requests waiting for a usable path.
+    pub(crate) waiting: Waiting,
+    /// Lost its last path while queueing: destroyed then unless a path returns.
+    pub(crate) linger: Option<Stamp>,
+}
+
+impl Geom {
+    /// The selector routing uses.
+    pub(crate) fn selector(&self) -> Selector {
+        self.settings.selector.unwrap_or_default()
+    }
 }
 
 /// The part of a path routing reads and writes on every request: FreeBSD keeps it in the
@@ -77,6 +103,27 @@ pub(crate) struct Member {
     pub(crate) idle: u32,
     /// Requests in flight on this path (`cp->private`).
     pub(crate) inflight: u32,
+    /// Bytes in flight on this path (the service-time selector).
+    pub(crate) outstanding: u64,
+    /// Bytes completed since the last throughput sample.
+    pub(crate) completed: u64,
+    /// Measured throughput in bytes per millisecond; 0 until measured.
+    pub(crate) rate: u64,
+}
+
+impl Member {
+    /// A path's routing state as it is attached: flagged, nothing in flight, unmeasured.
+    pub(crate) fn new(id: PathId, flags: u8) -> Member {
+        Member {
+            id,
+            flags,
+            idle: 0,
+            inflight: 0,
+            outstanding: 0,
+            completed: 0,
+            rate: 0,
+        }
+    }
 }
 
 impl Member {
@@ -101,6 +148,8 @@ pub(crate) struct Path {
     pub(crate) ace: i32,
     /// Its provider went away (`G_CF_ORPHAN`).
     pub(crate) orphaned: bool,
+    /// What the checker, anti-flap and failback know about it.
+    pub(crate) health: Health,
 }
 
 /// The MULTIPATH class: every multipath geom, the tunables, and what the class has to say.
@@ -112,7 +161,9 @@ pub(crate) struct Path {
 ///   [`geom_state`](Class::geom_state), [`path_state`](Class::path_state), the dumpconf
 ///   writers.
 /// * **Inputs, data path** (never allocate on success, O(paths)):
-///   [`start`](Class::start) routes a request, [`done`](Class::done) completes one.
+///   [`start`](Class::start) routes a request, [`done`](Class::done) completes one;
+///   [`start_or_queue`](Class::start_or_queue) is `start` for a driver that carries out
+///   queueing, [`handle_check_done`](Class::handle_check_done) answers a probe.
 /// * **Inputs, topology** (take a [`Topology`](crate::Topology)): [`taste`](Class::taste),
 ///   [`orphan`](Class::orphan), [`resize`](Class::resize), [`access`](Class::access),
 ///   [`run_deferred`](Class::run_deferred).
@@ -123,7 +174,9 @@ pub(crate) struct Path {
 ///   [`poll_timeout`](Class::poll_timeout) for when to wake,
 ///   [`handle_timeout`](Class::handle_timeout) when that time has come.
 /// * **Pollers**: [`poll_expired`](Class::poll_expired) (attempts given up on at their
-///   deadline), [`poll_event`](Class::poll_event) (console messages and probes) and
+///   deadline), [`poll_dispatch`](Class::poll_dispatch) (waiting requests to issue or
+///   fail), [`poll_check`](Class::poll_check) (probes to issue),
+///   [`poll_event`](Class::poll_event) (console messages and probes) and
 ///   [`poll_deferred`](Class::poll_deferred) (work to run later).
 ///
 /// # Driving it
@@ -132,11 +185,15 @@ pub(crate) struct Path {
 /// 1. after `handle_timeout`, `poll_expired` until `None`, carrying each out (keep the
 ///    abandoned path from carrying requests until its late answer is back; reissue or
 ///    deliver as the [`Done`](crate::Done) says);
-/// 2. `poll_event` until `None`, printing messages and firing probes;
-/// 3. `poll_deferred` until `None`, appending each item to its FIFO of framework events
+/// 2. `poll_dispatch` until `None` (issue each waiting request on its path, armed like any
+///    attempt, or answer it), then `poll_check` until `None` (issue each probe: one direct
+///    read under the path's I/O deadline, answered with `handle_check_done`) — both empty
+///    unless an extension is on;
+/// 3. `poll_event` until `None`, printing messages and firing probes;
+/// 4. `poll_deferred` until `None`, appending each item to its FIFO of framework events
 ///    behind anything the input itself queued (a re-taste after a write-close), and later
 ///    feeding each back through `run_deferred` (then draining again);
-/// 4. `poll_timeout`, to know when to call `handle_timeout` next.
+/// 5. `poll_timeout`, to know when to call `handle_timeout` next.
 pub struct Class {
     pub(crate) geoms: Slab<Geom>,
     /// Geoms in kernel order: newest first.
@@ -147,6 +204,17 @@ pub struct Class {
     pub(crate) deferred: VecDeque<Deferred>,
     /// The fixed timer table and what hangs on it (see [`crate::timer`]).
     pub(crate) timers: Timers,
+    /// Probes the checker wants issued.
+    pub(crate) checks: VecDeque<Check>,
+    /// Waiting requests to issue or fail.
+    pub(crate) dispatch: VecDeque<Dispatch>,
+    /// The time of the last `handle_timeout`, in nanoseconds.
+    pub(crate) now: u64,
+    /// Something was stamped relative to a time the class does not know yet: the next
+    /// `handle_timeout` is due now.
+    pub(crate) clock_wanted: bool,
+    /// Requests waiting for a path, over every geom.
+    pub(crate) waiting_total: usize,
 }
 
 impl Default for Class {
@@ -166,6 +234,11 @@ impl Class {
             events: VecDeque::new(),
             deferred: VecDeque::new(),
             timers: Timers::default(),
+            checks: VecDeque::new(),
+            dispatch: VecDeque::new(),
+            now: 0,
+            clock_wanted: false,
+            waiting_total: 0,
         }
     }
 
@@ -248,6 +321,8 @@ impl Class {
             PathState::New
         } else if flags & LOST != 0 {
             PathState::Lost
+        } else if flags & FAIL != 0 && p.health.held() {
+            PathState::Held
         } else if flags & FAIL != 0 {
             PathState::Fail
         } else if g.mode == Mode::ActiveActive || g.active == Some(id) {
@@ -367,9 +442,12 @@ impl Class {
     /// order.
     pub(crate) fn fault(&mut self, path: PathId, cause: u8) {
         let gid = self.live_path(path).geom;
+        if self.member(path).is_good() {
+            self.note_failure(path);
+        }
         self.member_mut(path).flags |= cause;
         let ndisks = self.live_geom(gid).ndisks;
-        if self.good(gid) == 0 && ndisks > 0 {
+        if self.good(gid) == 0 && ndisks > 0 && !self.holds_failed(gid) {
             for lcp in self.order_vec(gid) {
                 if self.member(lcp).flags & (LOST | NEW) != 0 || (ndisks > 1 && lcp == path) {
                     continue;
@@ -384,6 +462,9 @@ impl Class {
                 });
                 self.probe(Probe::Restore { geom, path: name });
                 self.member_mut(lcp).flags &= !FAIL;
+                let h = &mut self.live_path_mut(lcp).health;
+                h.admin_failed = false;
+                h.hold = None;
             }
         }
         if self.live_geom(gid).active != Some(path) {
@@ -402,20 +483,30 @@ impl Class {
         }
     }
 
-    /// `g_multipath_choose`: the path for a request. Active/Passive, and non-reads in
-    /// Active/Read, take the active path. Otherwise every good path ages by one step and the
-    /// one with the fewest requests in flight wins, the longest-idle on a tie (so light
-    /// load round-robins); the winner's age resets.
-    pub(crate) fn choose(&mut self, geom: GeomId, is_read: bool) -> Option<PathId> {
+    /// `g_multipath_choose`: the path for a request of `length` bytes. Active/Passive, and
+    /// non-reads in Active/Read, take the active path. Otherwise the geom's selector picks
+    /// among the good paths; FreeBSD's (the default) is [`least_busy`](Class::least_busy).
+    pub(crate) fn choose(&mut self, geom: GeomId, is_read: bool, length: u64) -> Option<PathId> {
         let g = self.geoms.get_mut(geom.0)?;
         if g.mode == Mode::ActivePassive || (g.mode == Mode::ActiveRead && !is_read) {
             return g.active;
         }
+        match g.selector() {
+            Selector::LeastBusy => Self::least_busy(&mut g.members),
+            Selector::RoundRobin(batch) => Self::round_robin(g, batch),
+            Selector::ServiceTime => Self::service_time(&mut g.members, length),
+        }
+    }
+
+    /// FreeBSD's choice: every good path ages by one step and the one with the fewest
+    /// requests in flight wins, the longest-idle on a tie (so light load round-robins); the
+    /// winner's age resets.
+    fn least_busy(members: &mut [Member]) -> Option<PathId> {
         // Kernel order (newest first) is the list backwards. This loop is the whole cost of
         // routing in Active/Active, and in the kernel it runs in g_down.
         let mut best = usize::MAX;
         let (mut best_inflight, mut best_idle) = (u32::MAX, 0u32);
-        for (i, m) in g.members.iter_mut().enumerate().rev() {
+        for (i, m) in members.iter_mut().enumerate().rev() {
             if m.flags & BAD != 0 {
                 continue;
             }
@@ -426,7 +517,7 @@ impl Class {
                 best_idle = m.idle;
             }
         }
-        let winner = g.members.get_mut(best)?;
+        let winner = members.get_mut(best)?;
         winner.idle = 0;
         Some(winner.id)
     }
@@ -548,6 +639,18 @@ impl<'a> GeomView<'a> {
     pub fn withered(&self) -> bool {
         self.geom.provider.withered
     }
+    /// The `configure` extensions set on the geom.
+    pub fn settings(&self) -> Settings {
+        self.geom.settings
+    }
+    /// The selector that spreads its requests.
+    pub fn selector(&self) -> Selector {
+        self.geom.selector()
+    }
+    /// The path last named by `prefer`, if still attached.
+    pub fn preferred(&self) -> Option<PathId> {
+        self.geom.preferred
+    }
 }
 
 /// A read-only view of one path.
@@ -602,5 +705,21 @@ impl<'a> PathView<'a> {
     /// Its provider went away.
     pub fn is_orphaned(&self) -> bool {
         self.path.orphaned
+    }
+    /// A probe of the checker is in flight on it.
+    pub fn is_probing(&self) -> bool {
+        self.path.health.probing
+    }
+    /// Failed by the `fail` verb (never reinstated by a probe).
+    pub fn is_admin_failed(&self) -> bool {
+        self.member.flags & FAIL != 0 && self.path.health.admin_failed
+    }
+    /// Held out by the anti-flap rule.
+    pub fn is_held(&self) -> bool {
+        self.path.health.held()
+    }
+    /// Bytes in flight on it.
+    pub fn outstanding(&self) -> u64 {
+        self.member.outstanding
     }
 }

@@ -331,6 +331,9 @@ pub enum CtlError {
     NotFullyDone,
     /// `Usage: prefer GEOM PROVIDER`
     PreferUsage,
+    /// `Invalid <setting> value '<value>'` — a `configure` extension given a value it does
+    /// not take.
+    InvalidSetting(String, String),
     /// Any other text, verbatim (another class's error, a transport failure).
     Other(String),
 }
@@ -379,6 +382,7 @@ impl fmt::Display for CtlError {
             TooFewArguments => f.write_str("Too few arguments."),
             NotFullyDone => f.write_str("Not fully done."),
             PreferUsage => f.write_str("Usage: prefer GEOM PROVIDER"),
+            InvalidSetting(setting, value) => write!(f, "Invalid {setting} value '{value}'"),
             Other(text) => f.write_str(text),
         }
     }
@@ -606,6 +610,10 @@ mod tests {
             (CtlError::TooFewArguments, "Too few arguments."),
             (CtlError::NotFullyDone, "Not fully done."),
             (CtlError::PreferUsage, "Usage: prefer GEOM PROVIDER"),
+            (
+                CtlError::InvalidSetting(String::from("failback"), String::from("x")),
+                "Invalid failback value 'x'",
+            ),
             (
                 CtlError::BadName("ABCDEFGHIJKLMNOPQ".into(), NameError::TooLong),
                 "Device ABCDEFGHIJKLMNOPQ is invalid: name is longer than 15 bytes",

@@ -7,11 +7,13 @@
 //! host calls [`Class::conf_class`]. Consumers are written in kernel order (newest first)
 //! and libgeom reverses them, which is why `gmultipath list` shows attach order.
 
+use alloc::string::String;
 use core::fmt::{self, Write};
 
 use crate::class::Class;
 use crate::geom_dump::{self, foreign_provider_id, xml_id, Config, IdKind};
 use crate::metadata::CLASS_NAME;
+use crate::settings::Setting;
 use crate::topology::{GeomId, PathId, ProviderInfo};
 
 impl Class {
@@ -23,7 +25,17 @@ impl Class {
         writeln!(out, "{indent}<State>{}</State>", g.state())?;
         writeln!(out, "{indent}<UUID>{}</UUID>", g.uuid())?;
         writeln!(out, "{indent}<Mode>{}</Mode>", g.mode())?;
-        writeln!(out, "{indent}<Type>{}</Type>", g.geom_type())
+        writeln!(out, "{indent}<Type>{}</Type>", g.geom_type())?;
+        let settings = self.live_geom(geom).settings;
+        for setting in Setting::ALL {
+            let mut value = String::new();
+            if let Some(written) = settings.write(setting, &mut value) {
+                written?;
+                let element = setting.element();
+                writeln!(out, "{indent}<{element}>{value}</{element}>")?;
+            }
+        }
+        Ok(())
     }
 
     /// `g_multipath_dumpconf` for a path: its State.

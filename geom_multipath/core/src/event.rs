@@ -99,6 +99,27 @@ pub enum Message {
     /// `GEOM_MULTIPATH: <provider> has a corrupt label (<reason>): rejecting` — not in
     /// FreeBSD, which would use such a label as it is.
     CorruptLabel { provider: String, reason: String },
+    /// `GEOM_MULTIPATH: <path> in <geom> is flapping (<failures> failures in <window> s), held
+    /// out for <hold> s` — extension (anti-flap).
+    Held {
+        path: String,
+        geom: String,
+        failures: u32,
+        window: u32,
+        hold: u32,
+    },
+    /// `GEOM_MULTIPATH: <path> in <geom> is no longer held out` — extension (anti-flap).
+    HoldEnded { path: String, geom: String },
+    /// `GEOM_MULTIPATH: no usable path in <geom>, queueing requests for up to <timeout> s`
+    /// — extension (bounded queueing).
+    QueueingStarted { geom: String, timeout: u32 },
+    /// `GEOM_MULTIPATH: <geom> stopped queueing: <resumed> requests resumed, <failed>
+    /// failed` — extension (bounded queueing).
+    QueueingEnded {
+        geom: String,
+        resumed: u32,
+        failed: u32,
+    },
     /// `<provider> is not MULTIPATH` (debug only)
     NotMultipath { provider: String },
     /// `GEOM_MULTIPATH: a write to <path> in <geom> is overdue; it is re-driven once its
@@ -138,7 +159,9 @@ impl Message {
             | Message::CannotCreate { .. }
             | Message::BadVersion { .. }
             | Message::WriteHeld { .. }
-            | Message::CorruptLabel { .. } => Level::Warning,
+            | Message::CorruptLabel { .. }
+            | Message::Held { .. }
+            | Message::QueueingStarted { .. } => Level::Warning,
             _ => Level::Info,
         }
     }
@@ -199,6 +222,32 @@ impl fmt::Display for Message {
             Message::CorruptLabel { provider, reason } => {
                 write!(f, "{P}{provider} has a corrupt label ({reason}): rejecting")
             }
+            Message::Held {
+                path,
+                geom,
+                failures,
+                window,
+                hold,
+            } => write!(
+                f,
+                "{P}{path} in {geom} is flapping ({failures} failures in {window} s), held out \
+                 for {hold} s"
+            ),
+            Message::HoldEnded { path, geom } => {
+                write!(f, "{P}{path} in {geom} is no longer held out")
+            }
+            Message::QueueingStarted { geom, timeout } => write!(
+                f,
+                "{P}no usable path in {geom}, queueing requests for up to {timeout} s"
+            ),
+            Message::QueueingEnded {
+                geom,
+                resumed,
+                failed,
+            } => write!(
+                f,
+                "{P}{geom} stopped queueing: {resumed} requests resumed, {failed} failed"
+            ),
             Message::NotMultipath { provider } => write!(f, "{provider} is not MULTIPATH"),
             Message::WriteHeld {
                 path,

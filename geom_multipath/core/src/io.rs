@@ -73,6 +73,8 @@ pub struct Bio {
     /// The current attempt is overdue and held on its path until its copy can no longer
     /// land ([`crate::timer`]).
     pub(crate) held: bool,
+    /// Started with `start_or_queue`: it may wait for a path.
+    pub(crate) queueable: bool,
 }
 
 impl Bio {
@@ -89,7 +91,14 @@ impl Bio {
             path: None,
             deadline: None,
             held: false,
+            queueable: false,
         }
+    }
+
+    /// A request that waited for a path starts over: as many attempts as paths again.
+    pub(crate) fn reset_attempts(&mut self) {
+        self.attempts = 0;
+        self.issued = 0;
     }
 
     /// The path the request is on, if it has been started and not completed.
@@ -125,6 +134,9 @@ pub enum Done {
     },
     /// Send the request again on this path (it is already counted in flight there).
     Reissue(PathId),
+    /// The request waits for a usable path and comes back through `poll_dispatch` (only for
+    /// requests started with `start_or_queue`).
+    Queued,
 }
 
 impl Done {
@@ -141,6 +153,14 @@ impl Class {
     /// path bad, or no path at all) or when a new request meets a withered provider. On
     /// success the path counts the request in flight and the `bio` remembers it.
     pub fn start(&mut self, bio: &mut Bio) -> Result<PathId, Errno> {
+        // Requests already waiting for a path go first.
+        let queue_first = bio.queueable;
+        self.route(bio, queue_first)
+    }
+
+    /// `start`; `queue_first` refuses a queueable request while others wait, so it queues
+    /// behind them (a waiting request being resumed is routed without it).
+    pub(crate) fn route(&mut self, bio: &mut Bio, queue_first: bool) -> Result<PathId, Errno> {
         debug_assert!(bio.path.is_none(), "start of a request already in flight");
         let Some(g) = self.geoms.get(bio.geom.0) else {
             return Err(Errno::ENXIO);
@@ -150,8 +170,11 @@ impl Class {
         if g.provider.withered && bio.issued == 0 {
             return Err(Errno::ENXIO);
         }
+        if queue_first && !g.waiting.is_empty() {
+            return Err(Errno::ENXIO);
+        }
         let path = self
-            .choose(bio.geom, bio.op == Op::Read)
+            .choose(bio.geom, bio.op == Op::Read, bio.length)
             .ok_or(Errno::ENXIO)?;
         let ndisks = self.live_geom(bio.geom).ndisks;
         bio.attempts = bio.attempts.max(ndisks);
@@ -159,7 +182,9 @@ impl Class {
         bio.path = Some(path);
         bio.deadline = None;
         bio.held = false;
-        self.member_mut(path).inflight += 1;
+        let m = self.member_mut(path);
+        m.inflight += 1;
+        m.outstanding += bio.length;
         Ok(path)
     }
 
@@ -179,7 +204,7 @@ impl Class {
         match result {
             Err(e) if e.fails_path() => self.done_error(bio, path, e),
             _ => {
-                self.drained_one(path);
+                self.drained_one(path, bio.length, result.is_ok());
                 let append = match (result, bio.op) {
                     (Ok(()), Op::GetAttr { physpath: true }) => Some(PHYSPATH_SUFFIX),
                     _ => None,
@@ -192,13 +217,16 @@ impl Class {
     /// `g_multipath_done_error`.
     fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno) -> Done {
         self.fail_path(bio.geom, path, error);
-        self.drained_one(path);
+        self.drained_one(path, bio.length, false);
         if bio.issued < bio.attempts {
             self.probe(Probe::Restart { token: bio.token });
             match self.start(bio) {
                 Ok(next) => Done::Reissue(next),
+                Err(_) if self.wait_for_path(bio) => Done::Queued,
                 Err(e) => Done::deliver(Err(e)),
             }
+        } else if self.good(bio.geom) == 0 && self.wait_for_path(bio) {
+            Done::Queued
         } else {
             Done::deliver(Err(error))
         }
@@ -224,12 +252,24 @@ impl Class {
         }
     }
 
-    /// One request left `path`; a LOST path that became idle is posted for detach.
-    fn drained_one(&mut self, path: PathId) {
+    /// One request of `length` bytes left `path` (`ok`: it moved its bytes); a LOST path
+    /// that became idle is posted for detach.
+    fn drained_one(&mut self, path: PathId, length: u64, ok: bool) {
         let m = self.member_mut(path);
         debug_assert!(m.inflight > 0, "in-flight count underflow");
         m.inflight = m.inflight.saturating_sub(1);
-        if m.inflight == 0 && m.flags & (LOST | POSTED) == LOST {
+        m.outstanding = m.outstanding.saturating_sub(length);
+        if ok {
+            m.completed = m.completed.saturating_add(length);
+        }
+        self.detach_posted_if_idle(path);
+    }
+
+    /// Posts a LOST path for detach once nothing is in flight on it: no request, no probe.
+    pub(crate) fn detach_posted_if_idle(&mut self, path: PathId) {
+        let probing = self.live_path(path).health.probing;
+        let m = self.member_mut(path);
+        if m.inflight == 0 && !probing && m.flags & (LOST | POSTED) == LOST {
             m.flags |= POSTED;
             self.post_detach(path);
         }

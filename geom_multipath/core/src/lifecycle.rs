@@ -15,8 +15,12 @@ use alloc::vec;
 use crate::class::{Class, Geom, Member, Path, Provider, BAD, LOST, NEW, POSTED, WITHER};
 use crate::errno::Errno;
 use crate::event::{Message, Probe};
+use crate::health::Health;
 use crate::metadata::{self, Metadata};
+use crate::queue::Waiting;
+use crate::settings::Settings;
 use crate::state::Mode;
+use crate::timer::{Stamp, SEC};
 use crate::topology::{Deferred, GeomId, PathId, ProviderInfo, Topology};
 
 /// The result of asking a geom to go away.
@@ -88,6 +92,14 @@ impl Class {
             size: md.size,
             provider,
             members: vec::Vec::new(),
+            settings: Settings::default(),
+            preferred: None,
+            next_check: None,
+            next_sample: None,
+            rr_cursor: 0,
+            rr_left: 0,
+            waiting: Waiting::default(),
+            linger: None,
         };
         let id = GeomId(self.geoms.insert(geom));
         self.geom_order.insert(0, id);
@@ -130,14 +142,12 @@ impl Class {
             acw: 0,
             ace: 0,
             orphaned: false,
+            health: Health::default(),
         }));
         // The newest path goes to the end of the list: first in kernel order.
-        self.live_geom_mut(geom).members.push(Member {
-            id: path,
-            flags: NEW,
-            idle: 0,
-            inflight: 0,
-        });
+        self.live_geom_mut(geom)
+            .members
+            .push(Member::new(path, NEW));
         if let Err(e) = topo.attach(geom, path, &pp.name) {
             self.log(Message::CannotAttach {
                 path: pp.name.clone(),
@@ -179,7 +189,9 @@ impl Class {
             g.provider.stripeoffset = pp.stripeoffset;
         }
         self.member_mut(path).flags = 0;
-        self.live_geom_mut(geom).ndisks += 1;
+        let g = self.live_geom_mut(geom);
+        g.ndisks += 1;
+        g.linger = None;
         self.log(Message::Added {
             path: pp.name.clone(),
             geom: gname.clone(),
@@ -210,7 +222,11 @@ impl Class {
         let Some(p) = self.paths.remove(path.0) else {
             return;
         };
-        let members = &mut self.live_geom_mut(p.geom).members;
+        let g = self.live_geom_mut(p.geom);
+        if g.preferred == Some(path) {
+            g.preferred = None;
+        }
+        let members = &mut g.members;
         members.remove(p.index);
         let moved: vec::Vec<PathId> = members[p.index..].iter().map(|m| m.id).collect();
         for id in moved {
@@ -227,6 +243,7 @@ impl Class {
             let name = self.live_geom(geom).name.clone();
             self.log(Message::Destroying { geom: name });
             self.live_geom_mut(geom).stopping = true;
+            self.fail_waiting(geom);
         }
         if self.live_geom(geom).opened != 0 {
             if !self.live_geom(geom).provider.withered {
@@ -299,15 +316,35 @@ impl Class {
         });
         topo.detach(path);
         self.forget_path(path);
-        if self.live_geom(geom).members.is_empty() {
+        if self.live_geom(geom).members.is_empty() && !self.linger(geom) {
             self.destroy(topo, geom);
         }
+    }
+
+    /// An open geom that queues and just lost its last path is not destroyed at once, as
+    /// FreeBSD's is: it stays, BROKEN and empty, for `queue_timeout` seconds, so a path
+    /// that returns (taste, `add`) finds it and the waiting requests resume. `true` if it
+    /// lingers.
+    fn linger(&mut self, geom: GeomId) -> bool {
+        let g = self.live_geom(geom);
+        let timeout = g.settings.queue_timeout(&self.tunables);
+        if g.stopping || g.opened == 0 || timeout == 0 {
+            return false;
+        }
+        self.live_geom_mut(geom).linger = Some(Stamp::After(u64::from(timeout) * SEC));
+        self.want_clock();
+        true
     }
 
     /// Runs one piece of deferred work from [`poll_deferred`](Class::poll_deferred).
     pub fn run_deferred(&mut self, topo: &mut dyn Topology, work: Deferred) {
         match work {
             Deferred::Detach(path) => self.mpd(topo, path),
+            Deferred::DestroyIfEmpty(geom) => {
+                if self.geoms.get(geom.0).is_some_and(|g| g.members.is_empty()) {
+                    self.destroy(topo, geom);
+                }
+            }
         }
     }
 
@@ -344,8 +381,9 @@ impl Class {
 
     /// Detaches a LOST path now if nothing is in flight on it and no detach is posted.
     pub(crate) fn detach_if_idle(&mut self, topo: &mut dyn Topology, path: PathId) {
+        let probing = self.live_path(path).health.probing;
         let m = self.member_mut(path);
-        if m.inflight == 0 && m.flags & POSTED == 0 {
+        if m.inflight == 0 && !probing && m.flags & POSTED == 0 {
             m.flags |= POSTED;
             self.mpd(topo, path);
         }

@@ -87,6 +87,9 @@ pub enum PathState {
     Lost,
     /// Marked failed by an I/O error or the `fail` verb.
     Fail,
+    /// Failed, tested good again, and held out for flapping (extension; only with
+    /// `kern.geom.multipath.flap_threshold` set).
+    Held,
     /// Carries requests: the active path, or every good path in Active/Active.
     Active,
     /// A good path that carries reads (Active/Read).
@@ -101,6 +104,7 @@ impl fmt::Display for PathState {
             PathState::New => "NEW",
             PathState::Lost => "LOST",
             PathState::Fail => "FAIL",
+            PathState::Held => "HELD",
             PathState::Active => "ACTIVE",
             PathState::Read => "READ",
             PathState::Passive => "PASSIVE",

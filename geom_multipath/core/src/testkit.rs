@@ -199,6 +199,24 @@ impl MemTopology {
         Reply::from_request(&req)
     }
 
+    /// Runs `configure` on geom `name` the way gmultipath sends it, with the mode flags off
+    /// and the given extension settings (`("queue_timeout", "10")`), drains, and returns the
+    /// reply.
+    pub fn configure(&mut self, class: &mut Class, name: &str, settings: &[(&str, &str)]) -> Reply {
+        let mut req = Request::for_verb("MULTIPATH", "configure", VERSION);
+        for flag in ["active_active", "active_passive", "active_read"] {
+            req.add_int(flag, 0);
+        }
+        for &(setting, value) in settings {
+            req.add_ascii(setting, value);
+        }
+        req.add_args(&[name]);
+        req.add_output("output", crate::ctl::OUTPUT_LEN);
+        class.ctl(self, &mut req);
+        self.drain(class);
+        Reply::from_request(&req)
+    }
+
     /// Tastes provider `name` (the random value for a rename is fixed at 1234), drains.
     pub fn taste(&mut self, class: &mut Class, name: &str) -> Option<GeomId> {
         let info = self.info(name)?;

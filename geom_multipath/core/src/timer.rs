@@ -1,6 +1,16 @@
 //! The class's clock-driven policy: a fixed table of timers keyed by [`Timer`], read with
-//! [`Class::poll_timeout`] and fired with [`Class::handle_timeout`], and the one policy on
-//! it today — the per-path I/O deadline (`kern.geom.multipath.io_timeout`, an extension).
+//! [`Class::poll_timeout`] and fired with [`Class::handle_timeout`]: the per-path I/O
+//! deadline (`kern.geom.multipath.io_timeout`) and the issue-12 extensions' timers (the
+//! checker's rounds, service-time sampling, queue timeouts, anti-flap holds, deferred
+//! failback, a queueing geom lingering without paths). All are extensions: with every
+//! tunable at its default the table stays empty, as FreeBSD has no timers.
+//!
+//! The I/O deadline's slot is armed when an attempt is sent. The extensions' due times live
+//! with the state they belong to (each geom's next check, its oldest waiting request, each
+//! path's hold), and `poll_timeout` takes the earliest of them; anything an input starts
+//! that is measured in time (a request queued, a path failing, a deferred failback) is
+//! stamped relative ([`Stamp::After`]) and made absolute by the next `handle_timeout`,
+//! which `poll_timeout` asks for at once ([`Timer::Clock`]).
 //!
 //! The class has no clock: the driver says what time it is ([`Time`], monotonic
 //! nanoseconds from an origin of its choosing) when it sends an attempt
@@ -36,11 +46,13 @@ use alloc::collections::{BTreeMap, VecDeque};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
-use crate::class::Class;
+use crate::class::{Class, FAIL};
 use crate::errno::Errno;
 use crate::event::Message;
 use crate::io::{Bio, Done};
-use crate::topology::PathId;
+use crate::selector::SAMPLE_NS;
+use crate::settings::Selector;
+use crate::topology::{Deferred, GeomId, PathId};
 
 /// A moment on the driver's monotonic clock, in nanoseconds from an origin the driver
 /// chooses (the kernel's `sbinuptime`, the host's start-up `Instant`).
@@ -59,17 +71,41 @@ impl Time {
 pub enum Timer {
     /// The earliest I/O deadline of an attempt in flight.
     IoDeadline = 0,
+    /// Something was stamped relative to now: the class needs the time.
+    Clock,
+    /// A geom's checker probes its paths (`check_interval`).
+    Check,
+    /// A geom's service-time selector samples throughput.
+    Sample,
+    /// A request waiting for a usable path times out (`queue_timeout`).
+    Queue,
+    /// A flapping path's hold ends (`flap_hold`).
+    Hold,
+    /// A returned path takes over as active (`failback deferred:N`).
+    Failback,
+    /// A geom that lost its last path while queueing is destroyed if none came back.
+    Linger,
 }
 
 impl Timer {
     /// Every timer, in table order.
-    pub const ALL: [Timer; 1] = [Timer::IoDeadline];
+    pub const ALL: [Timer; 8] = [
+        Timer::IoDeadline,
+        Timer::Clock,
+        Timer::Check,
+        Timer::Sample,
+        Timer::Queue,
+        Timer::Hold,
+        Timer::Failback,
+        Timer::Linger,
+    ];
 }
 
 /// The fixed timer table: when each [`Timer`] falls due, if armed.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Timers {
-    slots: [Option<Time>; Timer::ALL.len()],
+    /// The I/O deadline's slot (the extensions' due times live with their state).
+    slots: [Option<Time>; 1],
     /// Per-provider overrides of `io_timeout`, in seconds.
     io_timeouts: BTreeMap<String, u32>,
     /// Per-provider `quiesce_time`, in seconds: how long after its path failed a held
@@ -176,9 +212,21 @@ impl Class {
         self.timers.arm_no_later_than(Timer::IoDeadline, at);
     }
 
-    /// When the next timer falls due, if any is armed: the earliest slot of the table.
+    /// When the next timer falls due, if any is armed: the earliest entry of the table. A
+    /// time at or before the last `handle_timeout` means "call it now". O(geoms) with the
+    /// extensions off, O(geoms + paths) with them on.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.timers.slots.iter().flatten().min().copied()
+        self.next_timer().map(|(at, _)| at)
+    }
+
+    /// The earliest entry of the table and its kind.
+    pub fn next_timer(&self) -> Option<(Time, Timer)> {
+        let deadline = self.timers.slots[Timer::IoDeadline as usize];
+        let policy = self.next_policy_timer().map(|(at, t)| (Time(at), t));
+        match (deadline.map(|at| (at, Timer::IoDeadline)), policy) {
+            (Some(a), Some(b)) => Some(if b.0 < a.0 { b } else { a }),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Fires every timer due at `now`. `in_flight` is every request the driver has in
@@ -189,7 +237,19 @@ impl Class {
     /// [`poll_expired`](Class::poll_expired), earliest deadline first, with what becomes of
     /// its request (reissued or ended); the slot is re-armed for the earliest deadline
     /// still ahead.
+    ///
+    /// Then the extensions' timers that are due run (see [`Timer`]).
     pub fn handle_timeout<'a>(
+        &mut self,
+        now: Time,
+        in_flight: impl IntoIterator<Item = &'a mut Bio>,
+    ) {
+        self.expire_deadlines(now, in_flight);
+        self.run_policy_timers(now.0);
+    }
+
+    /// The I/O deadline's part of `handle_timeout`.
+    fn expire_deadlines<'a>(
         &mut self,
         now: Time,
         in_flight: impl IntoIterator<Item = &'a mut Bio>,
@@ -260,5 +320,179 @@ impl Class {
     /// [`handle_timeout`](Class::handle_timeout), before `poll_event`.
     pub fn poll_expired(&mut self) -> Option<Expired> {
         self.timers.expired.pop_front()
+    }
+}
+
+/// Nanoseconds per second.
+pub(crate) const SEC: u64 = 1_000_000_000;
+
+/// A point in time the class may not know yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stamp {
+    /// This many nanoseconds after the next `handle_timeout`'s `now`.
+    After(u64),
+    /// This absolute time, in nanoseconds.
+    At(u64),
+}
+
+impl Stamp {
+    /// Makes a relative stamp absolute.
+    pub(crate) fn fix(&mut self, now: u64) {
+        if let Stamp::After(d) = *self {
+            *self = Stamp::At(now.saturating_add(d));
+        }
+    }
+
+    /// The absolute time, once known.
+    pub(crate) fn at(self) -> Option<u64> {
+        match self {
+            Stamp::At(t) => Some(t),
+            Stamp::After(_) => None,
+        }
+    }
+
+    /// Due at `now` (a relative stamp never is: it is fixed first).
+    pub(crate) fn due(self, now: u64) -> bool {
+        self.at().is_some_and(|t| t <= now)
+    }
+}
+
+impl Class {
+    /// A time-measured thing was started: the next `handle_timeout` is due at once.
+    pub(crate) fn want_clock(&mut self) {
+        self.clock_wanted = true;
+    }
+
+    /// The earliest of the extensions' due times, in nanoseconds, and its kind.
+    fn next_policy_timer(&self) -> Option<(u64, Timer)> {
+        if self.clock_wanted {
+            return Some((self.now, Timer::Clock));
+        }
+        let mut best: Option<(u64, Timer)> = None;
+        let mut consider = |at: Option<u64>, timer: Timer| {
+            if let Some(at) = at {
+                if best.is_none_or(|(b, _)| at < b) {
+                    best = Some((at, timer));
+                }
+            }
+        };
+        for &gid in &self.geom_order {
+            let g = self.live_geom(gid);
+            if g.settings.check_interval(&self.tunables) > 0 {
+                consider(Some(g.next_check.unwrap_or(self.now)), Timer::Check);
+            }
+            if g.selector() == Selector::ServiceTime && !g.members.is_empty() {
+                consider(Some(g.next_sample.unwrap_or(self.now)), Timer::Sample);
+            }
+            if let Some(front) = g.waiting.front_deadline() {
+                consider(Some(front), Timer::Queue);
+            }
+            if !g.waiting.is_empty() && g.settings.queue_timeout(&self.tunables) == 0 {
+                consider(Some(self.now), Timer::Queue);
+            }
+            consider(g.linger.and_then(|s| s.at()), Timer::Linger);
+            for m in &g.members {
+                let h = &self.live_path(m.id).health;
+                consider(h.hold.and_then(|s| s.at()), Timer::Hold);
+                consider(h.failback.and_then(|s| s.at()), Timer::Failback);
+            }
+        }
+        best
+    }
+
+    /// The extensions' part of `handle_timeout`: it is `now` (nanoseconds); runs every
+    /// extension timer that is due. Early or repeated calls do nothing harmful.
+    fn run_policy_timers(&mut self, now: u64) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        if core::mem::take(&mut self.clock_wanted) {
+            self.fix_stamps(now);
+        }
+        for gid in self.geom_order.clone() {
+            if self.geoms.get(gid.0).is_none() {
+                continue;
+            }
+            self.geom_timers(gid, now);
+        }
+    }
+
+    /// Turns every relative stamp into an absolute one.
+    fn fix_stamps(&mut self, now: u64) {
+        for gid in self.geom_order.clone() {
+            let ids: alloc::vec::Vec<_> =
+                self.live_geom(gid).members.iter().map(|m| m.id).collect();
+            for id in ids {
+                self.live_path_mut(id).health.fix(now);
+            }
+            let g = self.live_geom_mut(gid);
+            g.waiting.fix(now);
+            if let Some(l) = &mut g.linger {
+                l.fix(now);
+            }
+        }
+    }
+
+    /// One geom's due timers, in table order.
+    fn geom_timers(&mut self, gid: GeomId, now: u64) {
+        let interval = self.live_geom(gid).settings.check_interval(&self.tunables);
+        let g = self.live_geom_mut(gid);
+        if interval == 0 {
+            g.next_check = None;
+        } else if g
+            .next_check
+            .is_none_or(|t| t > now.saturating_add(u64::from(interval) * SEC))
+        {
+            // Newly armed, or the interval was shortened: the first round is one interval away.
+            g.next_check = Some(now.saturating_add(u64::from(interval) * SEC));
+        } else if g.next_check.is_some_and(|t| t <= now) {
+            g.next_check = Some(now.saturating_add(u64::from(interval) * SEC));
+            self.run_checks(gid);
+        }
+        let g = self.live_geom_mut(gid);
+        if g.selector() != Selector::ServiceTime {
+            g.next_sample = None;
+        } else {
+            match g.next_sample {
+                None => g.next_sample = Some(now + SAMPLE_NS),
+                Some(t) if t <= now => {
+                    Class::sample(g, now - (t - SAMPLE_NS).min(now));
+                    g.next_sample = Some(now + SAMPLE_NS);
+                }
+                Some(_) => {}
+            }
+        }
+        self.expire_waiting(gid, now);
+        let g = self.live_geom_mut(gid);
+        if g.linger.is_some_and(|s| s.due(now)) {
+            // Requests still waiting keep the geom until the last of them is answered.
+            g.linger = g.waiting.back_deadline().map(Stamp::At);
+            if g.linger.is_none() {
+                self.deferred.push_back(Deferred::DestroyIfEmpty(gid));
+            }
+        }
+        for path in self.order_vec(gid) {
+            if self.paths.get(path.0).is_none() {
+                continue;
+            }
+            let h = &self.live_path(path).health;
+            if h.hold.is_some_and(|s| s.due(now)) {
+                self.live_path_mut(path).health.hold = None;
+                if self.member(path).flags & FAIL != 0 {
+                    self.end_hold(path);
+                }
+            }
+            if self.paths.get(path.0).is_none() {
+                continue;
+            }
+            if self
+                .live_path(path)
+                .health
+                .failback
+                .is_some_and(|s| s.due(now))
+            {
+                self.live_path_mut(path).health.failback = None;
+                self.fail_back(path);
+            }
+        }
     }
 }

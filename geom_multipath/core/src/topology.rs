@@ -65,6 +65,9 @@ pub struct ProviderInfo {
 pub enum Deferred {
     /// Detach this path (FreeBSD's `g_mpd`).
     Detach(PathId),
+    /// Destroy this geom if it still has no path: a geom that lost its last path while
+    /// requests could wait for one lingered `queue_timeout` seconds and none came back.
+    DestroyIfEmpty(GeomId),
 }
 
 /// The GEOM framework services the class calls synchronously. Each method names the FreeBSD

@@ -15,6 +15,7 @@ use crate::ctl::{CtlError, Request};
 use crate::event::{Message, Probe};
 use crate::lifecycle::{Destroyed, NewGeom};
 use crate::metadata::{self, Metadata, VERSION};
+use crate::settings::{Setting, Settings};
 use crate::state::Mode;
 use crate::topology::{GeomId, Topology};
 
@@ -215,7 +216,9 @@ impl Class {
             req.error(CtlError::ConsumerInvalid(String::from(prov)));
             return;
         }
-        self.live_geom_mut(geom).active = Some(path);
+        let g = self.live_geom_mut(geom);
+        g.active = Some(path);
+        g.preferred = Some(path);
         if self.live_geom(geom).mode == Mode::ActivePassive {
             self.log(Message::Preferred {
                 path: String::from(prov),
@@ -225,11 +228,24 @@ impl Class {
     }
 
     /// `configure [-APR] name`: change the mode; P wins over R, which wins over A. An
-    /// AUTOMATIC geom's label is rewritten on the active path.
+    /// AUTOMATIC geom's label is rewritten on the active path. The extensions (check
+    /// interval, reinstate, failback, queue timeout, selector) are checked first, all or
+    /// nothing, so a bad value changes nothing.
     fn configure(&mut self, topo: &mut dyn Topology, req: &mut Request) {
         let Some((geom, name)) = self.geom_arg(req, CtlError::DeviceInvalid) else {
             return;
         };
+        let Some(settings) = self.configured_settings(geom, req) else {
+            return;
+        };
+        let g = self.live_geom_mut(geom);
+        if g.settings.selector != settings.selector {
+            (g.rr_cursor, g.rr_left) = (0, 0);
+        }
+        g.settings = settings;
+        if settings.queue_timeout(&self.tunables) == 0 {
+            self.fail_waiting(geom);
+        }
         if req.flag("active_active") {
             self.live_geom_mut(geom).mode = Mode::ActiveActive;
         }
@@ -255,6 +271,28 @@ impl Class {
             let path = self.live_path(active).name.clone();
             req.error(CtlError::CantUpdateMetadata(path, e));
         }
+    }
+
+    /// The geom's settings with the `configure` extensions of `req` applied; `None` (and
+    /// the error recorded) if one is invalid. An option FreeBSD's tool does not send, or
+    /// sends empty, leaves its setting alone.
+    fn configured_settings(&self, geom: GeomId, req: &mut Request) -> Option<Settings> {
+        let mut settings = self.live_geom(geom).settings;
+        for setting in Setting::ALL {
+            let name = setting.param();
+            if req.param(name).is_none() {
+                continue;
+            }
+            let value = req.ascii(name)?;
+            if value.is_empty() {
+                continue;
+            }
+            if settings.apply(setting, &value).is_err() {
+                req.error(CtlError::InvalidSetting(String::from(name), value));
+                return None;
+            }
+        }
+        Some(settings)
     }
 
     /// `stop name`: destroy the geom, leaving the labels alone.
@@ -325,21 +363,14 @@ impl Class {
                     geom: geom_name.clone(),
                 });
                 self.fault(path, FAIL);
+                self.live_path_mut(path).health.admin_failed = true;
                 self.probe(Probe::Fail {
                     geom: geom_name,
                     path: path_name,
                     error: 0,
                 });
             } else {
-                self.log(Message::MarkedOk {
-                    path: path_name.clone(),
-                    geom: geom_name.clone(),
-                });
-                self.member_mut(path).flags &= !FAIL;
-                self.probe(Probe::Restore {
-                    geom: geom_name,
-                    path: path_name,
-                });
+                self.restore_path(path);
             }
         }
         if !found {

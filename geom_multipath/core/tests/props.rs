@@ -10,7 +10,8 @@
 
 mod fabric;
 
-use fabric::{set_outcome, Action, Assembly, Fabric, Outcome};
+use fabric::{set_outcome, Action, Assembly, Fabric, Outcome, MS};
+use geom_multipath::sysctl::Knob;
 use geom_multipath::{Errno, Mode, Op};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, RngSeed};
@@ -33,6 +34,8 @@ enum Step {
     Remove(usize),
     Vanish(usize),
     Return(usize),
+    /// Let virtual time pass (timers run: probes, holds, failback, queue timeouts).
+    Wait(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -82,6 +85,52 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The steps of [`step`], plus time passing, for the extensions.
+fn step_with_time() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => step(),
+        2 => (1..4000u64).prop_map(Step::Wait),
+    ]
+}
+
+/// Every extension's knobs, each possibly off.
+#[derive(Clone, Debug)]
+struct Extensions {
+    check_interval: u32,
+    reinstate: bool,
+    flap: (u32, u32, u32),
+    queue_timeout: u32,
+    queue_max: (u32, u32),
+    failback: &'static str,
+    selector: &'static str,
+}
+
+fn extensions() -> impl Strategy<Value = Extensions> {
+    (
+        (0..=3u32, any::<bool>()),
+        (0..=3u32, 1..=20u32, 0..=10u32),
+        (0..=5u32, 1..=4u32, 1..=16u32),
+        prop_oneof![Just("manual"), Just("immediate"), Just("deferred:2")],
+        prop_oneof![
+            Just("least-busy"),
+            Just("round-robin:1"),
+            Just("round-robin:3"),
+            Just("service-time")
+        ],
+    )
+        .prop_map(
+            |((ci, re), flap, (qt, qr, qk), failback, selector)| Extensions {
+                check_interval: ci,
+                reinstate: re,
+                flap,
+                queue_timeout: qt,
+                queue_max: (qr, qk),
+                failback,
+                selector,
+            },
+        )
+}
+
 fn mode() -> impl Strategy<Value = Mode> {
     prop_oneof![
         Just(Mode::ActivePassive),
@@ -97,6 +146,31 @@ fn assembly() -> impl Strategy<Value = Assembly> {
 /// Runs one case: build, apply every step with the invariants checked after each, finish.
 fn run(paths: usize, mode: Mode, assembly: Assembly, steps: &[Step]) {
     run_with(Fabric::build(paths, mode, assembly), paths, steps);
+}
+
+/// Runs one case with the extensions configured (the tunables for anti-flap and the queue
+/// bounds, `configure` for the rest).
+fn run_extended(paths: usize, mode: Mode, assembly: Assembly, x: &Extensions, steps: &[Step]) {
+    let mut f = Fabric::build(paths, mode, assembly);
+    f.set_tunable(Knob::FlapThreshold, x.flap.0);
+    f.set_tunable(Knob::FlapWindow, x.flap.1);
+    f.set_tunable(Knob::FlapHold, x.flap.2);
+    f.set_tunable(Knob::QueueMaxRequests, x.queue_max.0);
+    f.set_tunable(Knob::QueueMaxKbytes, x.queue_max.1);
+    let (ci, re, qt) = (
+        x.check_interval.to_string(),
+        u8::from(x.reinstate).to_string(),
+        x.queue_timeout.to_string(),
+    );
+    let reply = f.configure(&[
+        ("check_interval", &ci),
+        ("reinstate", &re),
+        ("queue_timeout", &qt),
+        ("failback", x.failback),
+        ("selector", x.selector),
+    ]);
+    assert_eq!(reply.error, "");
+    run_with(f, paths, steps);
 }
 
 /// [`run`] on a fabric made by the caller (with tunables set).
@@ -137,9 +211,10 @@ fn run_with(mut f: Fabric, paths: usize, steps: &[Step]) {
             }
             Step::Vanish(i) => f.apply(Action::Vanish(name(*i))),
             Step::Return(i) => f.apply(Action::Return(name(*i))),
+            Step::Wait(ms) => f.drive_until(f.now() + ms * MS),
         }
     }
-    f.finish(10_000);
+    f.finish(100_000);
 }
 
 proptest! {
@@ -160,6 +235,34 @@ proptest! {
         steps in prop::collection::vec(step(), 1..80),
     ) {
         run(paths, mode, assembly, &steps);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 500,
+        rng_seed: RngSeed::Fixed(0x6578_7465_6e73_696f),
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(
+            "proptest-regressions/props.txt",
+        ))),
+        ..ProptestConfig::default()
+    })]
+
+    /// The same random operations with time passing and every extension of issue 12 set at
+    /// random (each possibly off). Beyond the fabric's invariants, it checks after every
+    /// step: a path is reinstated only after a good probe, never one the admin failed, and
+    /// at once only below the anti-flap threshold; the queue stays within its bounds; every
+    /// waiting request ends within its `queue_timeout` plus one tick; admin-failed paths
+    /// stay failed; one probe at most per path.
+    #[test]
+    fn extensions_keep_every_invariant(
+        paths in 1..=4usize,
+        mode in mode(),
+        assembly in assembly(),
+        x in extensions(),
+        steps in prop::collection::vec(step_with_time(), 1..80),
+    ) {
+        run_extended(paths, mode, assembly, &x, &steps);
     }
 }
 

@@ -508,9 +508,14 @@ fn io_timeout_overrides_are_sysctls() {
     }
     match get("") {
         Answer::Sysctl(all) => {
-            assert_eq!(all.len(), 5, "three knobs, the override, the NOP class's");
-            assert_eq!(all[3].name, "kern.geom.multipath.io_timeout.md0");
-            assert_eq!(all[4].name, "kern.geom.nop.debug");
+            let knobs = geom_multipath::sysctl::TABLE.len();
+            assert_eq!(
+                all.len(),
+                knobs + 2,
+                "the knobs, the override, the NOP class's"
+            );
+            assert_eq!(all[knobs].name, "kern.geom.multipath.io_timeout.md0");
+            assert_eq!(all[knobs + 1].name, "kern.geom.nop.debug");
         }
         other => panic!("{other:?}"),
     }

@@ -52,7 +52,15 @@ pub const KPI_GCTL_PARAM_ASCII: i32 = 4;
 pub const KPI_KNOB_DEBUG: i32 = 0;
 pub const KPI_KNOB_EXCLUSIVE: i32 = 1;
 pub const KPI_KNOB_IO_TIMEOUT: i32 = 2;
-pub const KPI_KNOB_COUNT: i32 = 3;
+pub const KPI_KNOB_CHECK_INTERVAL: i32 = 3;
+pub const KPI_KNOB_REINSTATE: i32 = 4;
+pub const KPI_KNOB_FLAP_THRESHOLD: i32 = 5;
+pub const KPI_KNOB_FLAP_WINDOW: i32 = 6;
+pub const KPI_KNOB_FLAP_HOLD: i32 = 7;
+pub const KPI_KNOB_QUEUE_TIMEOUT: i32 = 8;
+pub const KPI_KNOB_QUEUE_MAX_REQUESTS: i32 = 9;
+pub const KPI_KNOB_QUEUE_MAX_KBYTES: i32 = 10;
+pub const KPI_KNOB_COUNT: i32 = 11;
 #[repr(u32)]
 #[derive(Debug, Copy, Clone, Hash, PartialEq, Eq)]
 pub enum kpi_log_level {

@@ -127,7 +127,8 @@ fn route(m: &mut Module, bp: Bio) -> Action {
             // ends at once, through the core, so its count of requests in flight stays right.
             None => match m.class.done(core, Err(Errno::ENOMEM)) {
                 Done::Deliver { result, .. } => result.err().unwrap_or(Errno::ENOMEM),
-                Done::Reissue(_) => Errno::ENOMEM,
+                // Only requests started with `start_or_queue` wait; this driver uses `start`.
+                Done::Reissue(_) | Done::Queued => Errno::ENOMEM,
             },
         },
         Err(e) => e,
@@ -213,7 +214,8 @@ fn finish(m: &mut Module, clone: Bio) -> Action {
             Action::Complete(clone, crate::ffi::errno_of(result), append)
         }
         // The core answers a reissued attempt's own failure with Deliver; a second Reissue
-        // without an attempt in flight cannot happen.
-        Done::Reissue(_) => Action::Complete(clone, Errno::ENOMEM.0, None),
+        // without an attempt in flight cannot happen, nor can Queued for a request started
+        // with `start`.
+        Done::Reissue(_) | Done::Queued => Action::Complete(clone, Errno::ENOMEM.0, None),
     }
 }

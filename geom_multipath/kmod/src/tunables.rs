@@ -33,6 +33,14 @@ pub fn knob(index: u32) -> Option<Knob> {
         b::KPI_KNOB_DEBUG => Some(Knob::Debug),
         b::KPI_KNOB_EXCLUSIVE => Some(Knob::Exclusive),
         b::KPI_KNOB_IO_TIMEOUT => Some(Knob::IoTimeout),
+        b::KPI_KNOB_CHECK_INTERVAL => Some(Knob::CheckInterval),
+        b::KPI_KNOB_REINSTATE => Some(Knob::Reinstate),
+        b::KPI_KNOB_FLAP_THRESHOLD => Some(Knob::FlapThreshold),
+        b::KPI_KNOB_FLAP_WINDOW => Some(Knob::FlapWindow),
+        b::KPI_KNOB_FLAP_HOLD => Some(Knob::FlapHold),
+        b::KPI_KNOB_QUEUE_TIMEOUT => Some(Knob::QueueTimeout),
+        b::KPI_KNOB_QUEUE_MAX_REQUESTS => Some(Knob::QueueMaxRequests),
+        b::KPI_KNOB_QUEUE_MAX_KBYTES => Some(Knob::QueueMaxKbytes),
         _ => None,
     }
 }

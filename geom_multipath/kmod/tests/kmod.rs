@@ -1271,10 +1271,18 @@ fn the_knobs_are_checked_against_the_table() {
     assert_eq!(tunables::get(0), Some(0), "debug");
     assert_eq!(tunables::get(1), Some(1), "exclusive");
     assert_eq!(tunables::get(2), Some(0), "io_timeout");
-    assert_eq!(tunables::get(3), None);
+    assert_eq!(tunables::get(3), Some(0), "check_interval: off, as FreeBSD");
+    assert_eq!(tunables::get(8), Some(0), "queue_timeout: off, as FreeBSD");
+    let rows = geom_multipath::sysctl::TABLE.len() as u32;
+    assert_eq!(tunables::get(rows), None);
     assert_eq!(tunables::set(2, 86_400), Ok(()));
     assert_eq!(tunables::set(2, 86_401), Err(geom_multipath::Errno::EINVAL));
-    assert_eq!(tunables::set(9, 1), Err(geom_multipath::Errno::EINVAL));
+    assert_eq!(
+        tunables::set(4, 2),
+        Err(geom_multipath::Errno::EINVAL),
+        "reinstate 0-1"
+    );
+    assert_eq!(tunables::set(rows, 1), Err(geom_multipath::Errno::EINVAL));
     assert_eq!(tunables::get(2), Some(86_400));
 }
 

@@ -26,7 +26,8 @@ use std::fmt::Write as _;
 use geom_multipath::testkit::{test_uuid, MemTopology};
 use geom_multipath::wire::Reply;
 use geom_multipath::{
-    Bio, Class, Done, Errno, Event, Expired, GeomId, Mode, Op, PathId, Probe, Time,
+    Bio, Check, Class, Dispatch, Done, Errno, Event, Expired, GeomId, Message, Mode, Op, PathId,
+    Probe, Selector, Started, Time, Timer,
 };
 
 /// Size of the one disk behind every path.
@@ -41,6 +42,12 @@ pub const DEFAULT_LATENCY: u64 = 100_000;
 pub const MS: u64 = 1_000_000;
 /// One microsecond in fabric time.
 pub const US: u64 = 1_000;
+/// One second in fabric time.
+pub const SEC: u64 = 1_000_000_000;
+/// The I/O deadline the fabric's driver puts on a probe of a hanging provider: 1 s.
+pub const PROBE_DEADLINE: u64 = SEC;
+/// The slack allowed on a timer: requests end within their queue timeout plus this.
+pub const TICK: u64 = MS;
 
 /// How the fabric assembles its geom.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +137,18 @@ struct InFlight {
     clean_start: bool,
     /// `Probe::Restore` events seen before it was submitted.
     restores_at_submit: usize,
+    /// Waiting for a path since then, with the geom's queue timeout (in seconds) then.
+    waiting: Option<(u64, u32)>,
+    /// Length of `route` when it last left the queue: attempts since count against the
+    /// path bound afresh.
+    resumed_at: usize,
+}
+
+/// A probe of the checker in flight on a path.
+#[derive(Clone, Debug)]
+struct Probing {
+    path: PathId,
+    provider: String,
 }
 
 /// One attempt of a request on one path.
@@ -168,6 +187,8 @@ impl WriteLife {
 enum Scheduled {
     /// Attempt `id` completes.
     Complete(u64),
+    /// The probe of path `id` completes.
+    ProbeDone(PathId),
     /// A scripted action.
     Script(Action),
 }
@@ -208,6 +229,19 @@ pub struct Fabric {
     /// `Probe::Restore` events seen so far.
     restores: usize,
     steps: u64,
+    /// Probes in flight, by path.
+    probing: BTreeMap<PathId, Probing>,
+    /// Each path's last probe result (true: good), for the reinstatement invariant.
+    last_probe: BTreeMap<PathId, bool>,
+    /// Paths the `fail` verb failed and nothing has restored since.
+    admin_failed: BTreeSet<PathId>,
+    /// Whether each path was good after the previous step, and when each went bad.
+    was_good: BTreeMap<PathId, bool>,
+    fail_times: BTreeMap<PathId, Vec<u64>>,
+    /// Reinstatements seen: (time, provider, whether after a hold).
+    reinstated: Vec<(u64, String, bool)>,
+    /// Probes the class asked for: (time, provider).
+    probed: Vec<(u64, String)>,
 }
 
 impl Fabric {
@@ -273,7 +307,15 @@ impl Fabric {
             events_seen: 0,
             restores: 0,
             steps: 0,
+            probing: BTreeMap::new(),
+            last_probe: BTreeMap::new(),
+            admin_failed: BTreeSet::new(),
+            was_good: BTreeMap::new(),
+            fail_times: BTreeMap::new(),
+            reinstated: Vec::new(),
+            probed: Vec::new(),
         };
+        fabric.note_states();
         fabric.check_invariants();
         fabric
     }
@@ -325,7 +367,7 @@ impl Fabric {
     /// A client submits a request now; returns its token.
     pub fn submit(&mut self, op: Op, offset: u64, length: u64) -> u64 {
         let token = self.submit_quietly(op, offset, length);
-        self.check_invariants();
+        self.after_input();
         token
     }
 
@@ -379,8 +421,25 @@ impl Fabric {
 
     // ----- driving -----------------------------------------------------------------------
 
-    /// Processes the next event in virtual time. Returns `false` if nothing is scheduled.
+    /// Processes the next event or due timer in virtual time. Returns `false` if nothing is
+    /// scheduled, or if only the extensions' recurring timers are left with no request or
+    /// probe outstanding (the checker's rounds would go on for ever).
     pub fn step(&mut self) -> bool {
+        // With nothing scheduled or outstanding, only a timer that ends (a deadline, the
+        // clock) is worth a step; the extensions' rounds would go on for ever.
+        let idle = self.timeline.is_empty() && self.in_flight.is_empty();
+        let ending = matches!(
+            self.class.next_timer(),
+            Some((_, Timer::IoDeadline | Timer::Clock))
+        );
+        if idle && self.probing.is_empty() && !ending {
+            return false;
+        }
+        self.step_any()
+    }
+
+    /// Processes the next event or timer in virtual time, whatever it is.
+    fn step_any(&mut self) -> bool {
         if let Some(Time(due)) = self.class.poll_timeout() {
             let next = self.timeline.first_key_value().map(|(&(at, _), _)| at);
             if next.is_none_or(|at| due < at) {
@@ -399,6 +458,7 @@ impl Fabric {
         match scheduled {
             Scheduled::Complete(id) => self.complete(id),
             Scheduled::Script(action) => self.perform(action),
+            Scheduled::ProbeDone(path) => self.probe_done(path),
         }
         self.after_input();
         true
@@ -441,7 +501,7 @@ impl Fabric {
             .min()
             .is_some_and(|at| at <= until)
         {
-            self.step();
+            self.step_any();
         }
         self.now = self.now.max(until);
     }
@@ -553,6 +613,55 @@ impl Fabric {
     pub fn inflight_on(&self, provider: &str) -> u32 {
         self.path(provider)
             .map_or(0, |p| self.class.path(p).unwrap().inflight())
+    }
+
+    /// Requests waiting for a path, as the fabric counts them.
+    pub fn waiting(&self) -> usize {
+        self.in_flight
+            .values()
+            .filter(|r| r.waiting.is_some())
+            .count()
+    }
+
+    /// Reinstatements by the checker so far: (time, provider, after an anti-flap hold).
+    pub fn reinstated(&self) -> &[(u64, String, bool)] {
+        &self.reinstated
+    }
+
+    /// Probes the class asked for so far: (time, provider).
+    pub fn probed(&self) -> &[(u64, String)] {
+        &self.probed
+    }
+
+    /// Times `provider`'s live path went from good to bad.
+    pub fn fail_times(&self, provider: &str) -> Vec<u64> {
+        self.path(provider)
+            .and_then(|p| self.fail_times.get(&p).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The state word of `provider`'s live path (`ACTIVE`, `FAIL`, `HELD`, …).
+    pub fn state_of(&self, provider: &str) -> String {
+        self.path(provider)
+            .and_then(|p| self.class.path_state(p))
+            .map_or_else(|| "gone".to_string(), |s| s.to_string())
+    }
+
+    /// Runs `configure FRED` with extension settings now.
+    pub fn configure(&mut self, settings: &[(&str, &str)]) -> Reply {
+        self.disturb();
+        let reply = self.topo.configure(&mut self.class, GEOM, settings);
+        self.after_input();
+        reply
+    }
+
+    /// Sets a tunable now.
+    pub fn set_tunable(&mut self, knob: geom_multipath::sysctl::Knob, value: u32) {
+        self.class
+            .tunables_mut()
+            .set(knob, value)
+            .expect("in range");
+        self.after_input();
     }
 
     /// `Probe::Restore` events so far.
@@ -736,8 +845,16 @@ impl Fabric {
 
     fn run_verb(&mut self, verb: &str, args: &[String]) -> Reply {
         self.disturb();
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        self.topo.verb(&mut self.class, verb, &[], &args)
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let reply = self.topo.verb(&mut self.class, verb, &[], &argv);
+        if verb == "fail" && reply.error.is_empty() {
+            if let Some(p) = args.get(1).and_then(|name| self.path(name)) {
+                if self.class.path(p).is_some_and(|v| v.is_admin_failed()) {
+                    self.admin_failed.insert(p);
+                }
+            }
+        }
+        reply
     }
 
     /// Something other than a request touched the geom: no request in flight is alone any
@@ -802,14 +919,17 @@ impl Fabric {
                 solo: alone,
                 clean_start,
                 restores_at_submit: self.restores,
+                waiting: None,
+                resumed_at: 0,
             },
         );
         let mut bio = self.in_flight[&token].bio.clone();
-        let started = self.class.start(&mut bio);
+        let started = self.class.start_or_queue(&mut bio);
         self.in_flight.get_mut(&token).unwrap().bio = bio;
         match started {
-            Ok(path) => self.routed(token, path),
-            Err(e) => {
+            Started::Path(path) => self.routed(token, path),
+            Started::Queued => self.queued(token),
+            Started::Refused(e) => {
                 self.check_refusal(token, e);
                 self.deliver(token, Err(e), None);
             }
@@ -828,7 +948,10 @@ impl Fabric {
         let geom = self.in_flight[&token].bio.geom;
         if let Some(g) = self.class.geom(geom) {
             let good = g.paths().any(|p| self.class.path(p).unwrap().is_good());
-            if good && !g.withered() {
+            // Behind requests that wait for a path, a new one waits too, or is refused when
+            // the queue is full.
+            let queue_full = self.class.waiting(geom).0 > 0;
+            if good && !g.withered() && !queue_full {
                 self.violation(&format!(
                     "token {token} refused with ENXIO while a good path exists"
                 ));
@@ -877,7 +1000,9 @@ impl Fabric {
             Mode::ActiveActive => true,
             Mode::ActiveRead => r.bio.op == Op::Read,
         };
-        if spread {
+        if spread && geom.selector() != Selector::LeastBusy {
+            // Round-robin and service-time are checked by their scenarios.
+        } else if spread {
             let mine = view.inflight() - 1;
             for q in geom.paths() {
                 let other = self.class.path(q).unwrap();
@@ -901,10 +1026,10 @@ impl Fabric {
         let r = self.in_flight.get_mut(&token).unwrap();
         r.max_ndisks = r.max_ndisks.max(ndisks);
         r.route.push(provider.clone());
-        if r.route.len() as u32 > r.max_ndisks {
+        if (r.route.len() - r.resumed_at) as u32 > r.max_ndisks {
             let msg = format!(
                 "token {token} tried {} times but its geom never had more than {} paths",
-                r.route.len(),
+                r.route.len() - r.resumed_at,
                 r.max_ndisks
             );
             self.violation(&msg);
@@ -935,6 +1060,8 @@ impl Fabric {
     fn fire_timers(&mut self) {
         let bios = self.in_flight.values_mut().map(|r| &mut r.bio);
         self.class.handle_timeout(Time(self.now), bios);
+        self.topo.drain(&mut self.class);
+        self.check_reinstatements();
         while let Some(Expired {
             token,
             abandoned_on,
@@ -1001,6 +1128,15 @@ impl Fabric {
             }
         }
         match done {
+            Done::Queued => {
+                if !fails_path {
+                    self.violation(&format!(
+                        "token {token} queued after {result:?} on {}",
+                        attempt.provider
+                    ));
+                }
+                self.queued(token);
+            }
             Done::Reissue(next) => {
                 if !fails_path {
                     self.violation(&format!(
@@ -1102,7 +1238,194 @@ impl Fabric {
         self.topo.drain(&mut self.class);
         self.count_restores();
         self.follow_geom();
+        self.carry_out();
+        self.note_states();
         self.check_invariants();
+    }
+
+    /// The driver's part of the extensions: issue or fail the requests that waited, and
+    /// issue the probes.
+    fn carry_out(&mut self) {
+        loop {
+            let mut busy = false;
+            while let Some(d) = self.class.poll_dispatch() {
+                busy = true;
+                match d {
+                    Dispatch::Issue { bio, path } => {
+                        let token = bio.token;
+                        let Some(r) = self.in_flight.get_mut(&token) else {
+                            self.violation(&format!("token {token} dispatched but not waiting"));
+                        };
+                        if r.waiting.take().is_none() {
+                            self.violation(&format!("token {token} issued but was not waiting"));
+                        }
+                        r.bio = bio;
+                        r.resumed_at = r.route.len();
+                        r.max_ndisks = 0;
+                        self.routed(token, path);
+                    }
+                    Dispatch::Fail { bio, error } => {
+                        let token = bio.token;
+                        let Some((since, timeout)) =
+                            self.in_flight.get(&token).and_then(|r| r.waiting)
+                        else {
+                            self.violation(&format!("token {token} failed but was not waiting"));
+                        };
+                        // Before its time only when queueing ended: the geom is going or
+                        // its queue timeout was set to 0.
+                        let ended = self.class.geom(bio.geom).is_none_or(|g| {
+                            g.stopping() || g.settings().queue_timeout(self.class.tunables()) == 0
+                        });
+                        if !ended && self.now < since + u64::from(timeout) * SEC {
+                            self.violation(&format!(
+                                "token {token} waited since {since} and failed before its \
+                                 {timeout} s"
+                            ));
+                        }
+                        self.in_flight.get_mut(&token).unwrap().bio = bio;
+                        self.deliver(token, Err(error), None);
+                    }
+                }
+            }
+            while let Some(check) = self.class.poll_check() {
+                busy = true;
+                self.issue_probe(check);
+            }
+            self.topo.drain(&mut self.class);
+            self.count_restores();
+            if !busy {
+                break;
+            }
+        }
+    }
+
+    /// Request `token` waits for a path.
+    fn queued(&mut self, token: u64) {
+        let geom = self.in_flight[&token].bio.geom;
+        let timeout = self
+            .class
+            .geom(geom)
+            .map_or(0, |g| g.settings().queue_timeout(self.class.tunables()));
+        let r = self.in_flight.get_mut(&token).unwrap();
+        if r.bio.path().is_some() {
+            self.violation(&format!("token {token} queued while on a path"));
+        }
+        r.waiting = Some((self.now, timeout));
+    }
+
+    /// The class asked for a probe: it completes after the provider's latency with the
+    /// provider's outcome, or fails with ENXIO at the probe deadline if the provider hangs.
+    fn issue_probe(&mut self, check: Check) {
+        let Some(view) = self.class.path(check.path) else {
+            self.violation("probe of a detached path");
+        };
+        let provider = view.name().to_string();
+        if self.probing.contains_key(&check.path) {
+            self.violation(&format!("two probes at once on {provider}"));
+        }
+        if view.is_lost() {
+            self.violation(&format!("probe of LOST path {provider}"));
+        }
+        if check.length != u64::from(view.sectorsize()) {
+            self.violation(&format!("probe of {} bytes, not one block", check.length));
+        }
+        self.probed.push((self.now, provider.clone()));
+        let delay = match self.outcome_of(&provider) {
+            Outcome::Hang => PROBE_DEADLINE,
+            _ => self.latency_of(&provider),
+        };
+        self.probing.insert(
+            check.path,
+            Probing {
+                path: check.path,
+                provider,
+            },
+        );
+        self.schedule(self.now + delay, Scheduled::ProbeDone(check.path));
+    }
+
+    fn probe_done(&mut self, path: PathId) {
+        let Some(probe) = self.probing.remove(&path) else {
+            return;
+        };
+        let gone = !self.topo.providers.contains_key(&probe.provider)
+            || self.class.path(path).is_none_or(|p| p.is_orphaned());
+        let result = if gone {
+            Err(Errno::ENXIO)
+        } else {
+            match self.outcome_of(&probe.provider) {
+                Outcome::Answer => Ok(()),
+                Outcome::Fail(e) => Err(e),
+                Outcome::Hang => Err(Errno::ENXIO),
+            }
+        };
+        self.last_probe.insert(probe.path, result.is_ok());
+        self.class.handle_check_done(probe.path, result);
+        self.topo.drain(&mut self.class);
+        self.check_reinstatements();
+    }
+
+    /// Reinstatement invariants, on the messages an input just produced: a path is marked
+    /// OK by a probe or a timer only if its last probe was good and the admin did not fail
+    /// it, and (anti-flap) a probe reinstates at once only a path with fewer than
+    /// `flap_threshold` failures in `flap_window`.
+    fn check_reinstatements(&mut self) {
+        let mut held_ended = BTreeSet::new();
+        let mut oks = Vec::new();
+        for e in &self.topo.events[self.events_seen..] {
+            match e {
+                Event::Log(Message::HoldEnded { path, .. }) => {
+                    held_ended.insert(path.clone());
+                }
+                Event::Log(Message::MarkedOk { path, .. }) => oks.push(path.clone()),
+                _ => {}
+            }
+        }
+        let t = *self.class.tunables();
+        for name in oks {
+            let Some(pid) = self.path(&name) else {
+                continue;
+            };
+            if self.last_probe.get(&pid) != Some(&true) {
+                self.violation(&format!("{name} reinstated without a good probe"));
+            }
+            if self.admin_failed.contains(&pid) {
+                self.violation(&format!("{name} reinstated after the admin failed it"));
+            }
+            let after_hold = held_ended.contains(&name);
+            if !after_hold && t.flap_threshold() > 0 && t.flap_hold() > 0 {
+                let since = self.now.saturating_sub(u64::from(t.flap_window()) * SEC);
+                let recent = self
+                    .fail_times
+                    .get(&pid)
+                    .map_or(0, |v| v.iter().filter(|&&at| at >= since).count());
+                if recent as u32 >= t.flap_threshold() {
+                    self.violation(&format!(
+                        "{name} reinstated at once after {recent} failures in the window"
+                    ));
+                }
+            }
+            self.reinstated.push((self.now, name, after_hold));
+        }
+    }
+
+    /// Records which paths went from good to bad since the last step, and forgets the
+    /// admin's `fail` of paths FreeBSD's all-failed rule restored.
+    fn note_states(&mut self) {
+        let Some(g) = self.geom.and_then(|g| self.class.geom(g)) else {
+            return;
+        };
+        let paths: Vec<PathId> = g.paths().collect();
+        for p in paths {
+            let good = self.class.path(p).unwrap().is_good();
+            let was = self.was_good.insert(p, good);
+            if was == Some(true) && !good {
+                self.fail_times.entry(p).or_default().push(self.now);
+            }
+            if good {
+                self.admin_failed.remove(&p);
+            }
+        }
     }
 
     /// When the geom went away with its last path and came back as a new geom (taste or
@@ -1153,9 +1476,10 @@ impl Fabric {
             *outstanding.entry(a.token).or_default() += 1;
             *per_path.entry(a.path).or_default() += 1;
         }
-        for &token in self.in_flight.keys() {
+        for (&token, r) in &self.in_flight {
             let n = outstanding.get(&token).copied().unwrap_or(0);
-            if n != 1 {
+            let want = usize::from(r.waiting.is_none());
+            if n != want {
                 self.violation(&format!(
                     "token {token} is in flight with {n} attempts outstanding"
                 ));
@@ -1166,7 +1490,12 @@ impl Fabric {
                 "an attempt of delivered token {token} is outstanding"
             ));
         }
-        if self.timeline.is_empty() && self.attempts.is_empty() && !self.in_flight.is_empty() {
+        let no_timer = self.class.poll_timeout().is_none();
+        if self.timeline.is_empty()
+            && self.attempts.is_empty()
+            && no_timer
+            && !self.in_flight.is_empty()
+        {
             self.violation("idle, but requests were never delivered");
         }
         let mut seen_paths = BTreeSet::new();
@@ -1204,7 +1533,7 @@ impl Fabric {
             for p in paths {
                 seen_paths.insert(p);
                 let view = self.class.path(p).unwrap();
-                if view.is_lost() && view.inflight() == 0 {
+                if view.is_lost() && view.inflight() == 0 && !view.is_probing() {
                     self.violation(&format!(
                         "{} is LOST and idle but still attached after the deferred work ran",
                         view.name()
@@ -1226,6 +1555,55 @@ impl Fabric {
         for r in self.in_flight.values_mut() {
             if let Some(g) = self.class.geom(r.bio.geom) {
                 r.max_ndisks = r.max_ndisks.max(g.ndisks());
+            }
+        }
+        self.check_extension_invariants();
+    }
+
+    /// The extensions' invariants: the queue stays within its bounds and agrees with the
+    /// fabric's count; no request waits longer than its queue timeout plus one tick;
+    /// admin-failed paths stay failed; one probe at most per path.
+    fn check_extension_invariants(&mut self) {
+        let t = *self.class.tunables();
+        let mut waiting_by_geom: BTreeMap<GeomId, usize> = BTreeMap::new();
+        for (&token, r) in &self.in_flight {
+            let Some((since, timeout)) = r.waiting else {
+                continue;
+            };
+            *waiting_by_geom.entry(r.bio.geom).or_default() += 1;
+            if self.now > since + u64::from(timeout) * SEC + TICK {
+                self.violation(&format!(
+                    "token {token} waited since {since}, longer than {timeout} s and a tick"
+                ));
+            }
+        }
+        for g in self.class.geoms().collect::<Vec<_>>() {
+            let (n, bytes) = self.class.waiting(g);
+            if n > t.queue_max_requests() as usize || bytes > t.queue_max_bytes() {
+                self.violation(&format!(
+                    "queue of {n} requests, {bytes} bytes: over bounds"
+                ));
+            }
+            let ours = waiting_by_geom.get(&g).copied().unwrap_or(0);
+            if n != ours {
+                self.violation(&format!(
+                    "the class holds {n} waiting requests, the fabric {ours}"
+                ));
+            }
+        }
+        for &p in &self.admin_failed {
+            if let Some(v) = self.class.path(p) {
+                if v.is_good() {
+                    self.violation(&format!("admin-failed {} is good again", v.name()));
+                }
+            }
+        }
+        for (p, probe) in &self.probing {
+            if self.class.path(*p).is_some_and(|v| !v.is_probing()) {
+                self.violation(&format!(
+                    "probe on {} in flight but not counted",
+                    probe.provider
+                ));
             }
         }
     }

@@ -264,14 +264,22 @@ mod tests {
         assert_eq!(code, 0);
         assert_eq!(
             out,
-            "kern.geom.multipath.debug: 0\nkern.geom.multipath.exclusive: 1\nkern.geom.multipath.io_timeout: 0\n"
+            concat!(
+            "kern.geom.multipath.debug: 0\nkern.geom.multipath.exclusive: 1\nkern.geom.multipath.io_timeout: 0\n",
+            "kern.geom.multipath.check_interval: 0\nkern.geom.multipath.reinstate: 0\n",
+            "kern.geom.multipath.flap_threshold: 0\nkern.geom.multipath.flap_window: 60\n",
+            "kern.geom.multipath.flap_hold: 60\nkern.geom.multipath.queue_timeout: 0\n",
+            "kern.geom.multipath.queue_max_requests: 1024\n",
+            "kern.geom.multipath.queue_max_kbytes: 65536\n",
+        )
         );
         assert_eq!(
             mpsysctl("-a", &mut d).1,
             format!("{out}kern.geom.nop.debug: 0\n")
         );
-        assert_eq!(mpsysctl("-aN", &mut d).1.lines().count(), 4);
-        assert_eq!(mpsysctl("kern.geom", &mut d).1.lines().count(), 4);
+        let knobs = geom_multipath::sysctl::TABLE.len() + 1;
+        assert_eq!(mpsysctl("-aN", &mut d).1.lines().count(), knobs);
+        assert_eq!(mpsysctl("kern.geom", &mut d).1.lines().count(), knobs);
     }
 
     #[test]
@@ -316,7 +324,7 @@ mod tests {
         assert_eq!(code, 0);
         assert!(
             out.ends_with(
-                "kern.geom.multipath.io_timeout: 0\nkern.geom.multipath.io_timeout.loop0: 7\n"
+                "kern.geom.multipath.queue_max_kbytes: 65536\nkern.geom.multipath.io_timeout.loop0: 7\n"
             ),
             "{out}"
         );

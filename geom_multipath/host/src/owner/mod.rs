@@ -562,6 +562,15 @@ impl Owner {
                 }
                 self.dispatch(token, path);
             }
+            // Only requests started with `start_or_queue` wait for a path; the host uses
+            // `start`, so this is answered as the core would answer it without queueing.
+            Done::Queued => self.carry_out(
+                token,
+                Done::Deliver {
+                    result: Err(Errno::ENXIO),
+                    append: None,
+                },
+            ),
             Done::Deliver { result, append } => {
                 if let Some(mut entry) = self.inflight.remove(&token) {
                     let reply = entry.reply.take().expect("one reply per request");
