@@ -181,6 +181,7 @@ impl Model {
         match done {
             Done::Reissue(next) => self.send(token, next, false),
             Done::Deliver { result, .. } => self.deliver(token, result),
+            Done::Queued => panic!("requests started with start never wait for a path"),
         }
     }
 
