@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every check and every test of the project: formatting, clippy, the core built
-# without std, the unit/property/simulation tests, and the end-to-end tests on loop devices
-# (those need root; without it they print SKIPPED and pass).
+# without std, the FreeBSD build (the kernel module compiled against FreeBSD's headers,
+# linked and checked; the programs linked against FreeBSD's libc; the port's plist against
+# them), the unit/property/simulation tests, and the end-to-end tests on loop devices
+# (those need root; without it they print SKIPPED and pass). The FreeBSD steps need what
+# .ci/run installs (lld, llvm, the ziglang wheel); under CI a missing one fails.
 #
 # Usage: sudo tests/run.sh
 set -euo pipefail
