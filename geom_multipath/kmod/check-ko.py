@@ -11,7 +11,8 @@ It reads the ELF file itself (no binutils needed for the structure) and checks:
     (MODULE_VERSION) -- decoded from the structures the set points at;
   * set_sysctl_set: exactly the oids the module enforces -- the kern.geom.multipath node,
     one oid per row of the tunables table (sysctl/src/lib.rs) not marked host_only, and
-    kern.features.geom_multipath -- each oid carrying its leaf name;
+    kern.features.geom_multipath -- each oid carrying its leaf name and the table's
+    description;
   * set_sdt_probes_set: every SDT probe the shim defines (KDTRACE_HOOKS is on);
   * every undefined symbol is in kernel-symbols.txt, each entry of which is checked to be
     declared by the header it names (or is marked as emitted by the compiler); the weak
@@ -236,26 +237,30 @@ def enforced_oids():
     """The oids the module should register, from the tunables table."""
     src = open(os.path.join(ROOT, "sysctl", "src", "lib.rs")).read()
     node = re.search(r'pub const NODE: &str = "([^"]+)"', src).group(1)
+    node_description = re.search(r'pub const NODE_DESCRIPTION: &str = "([^"]+)"', src).group(1)
     rows = re.findall(r"Tunable \{(\s*knob:.*?)\n    \}", src, re.S)
     if not rows:
         raise SystemExit("check-ko.py: no rows found in sysctl/src/lib.rs")
-    oids = {node: node.rsplit(".", 1)[1]}
+    # name -> the strings its oid must carry (leaf name, description)
+    oids = {node: (node.rsplit(".", 1)[1], node_description)}
     for row in rows:
         leaf = re.search(r'leaf: "([^"]+)"', row).group(1)
+        description = re.search(r'description: "([^"]+)"', row).group(1)
         host_only = re.search(r"host_only: (true|false)", row)
         if host_only is None:
             raise SystemExit(f"check-ko.py: the row {leaf} has no host_only field")
         if host_only.group(1) == "false":
-            oids[f"{node}.{leaf}"] = leaf
-    oids["kern.features.geom_multipath"] = "geom_multipath"  # FEATURE(geom_multipath)
+            oids[f"{node}.{leaf}"] = (leaf, description)
+    oids["kern.features.geom_multipath"] = ("geom_multipath",)  # FEATURE(geom_multipath)
     return oids
 
 
 def check_sysctls(elf):
     entries = elf.set_entries("sysctl_set") or []
     want = enforced_oids()
-    # SYSCTL_OID names its struct sysctl__<parent>_<leaf>, the parent being _kern_geom...
-    want_syms = {"sysctl___" + name.replace(".", "_"): (name, leaf) for name, leaf in want.items()}
+    # SYSCTL_OID names its struct sysctl__<parent>_<leaf>, the parent being _kern_geom...;
+    # each oid must point at its leaf name and (for the table's) its description.
+    want_syms = {"sysctl___" + name.replace(".", "_"): (name, texts) for name, texts in want.items()}
     got = {}
     for target in entries:
         sym = elf.defined_symbol_at(target[1], target[2]) if target and target[0] == "at" else None
@@ -272,11 +277,13 @@ def check_sysctls(elf):
     print("==> sysctl oids (set_sysctl_set):")
     for name in sorted(got):
         print(f"      {want_syms.get(name, (name,))[0]}")
-    for sym, (name, leaf) in want_syms.items():
+    for sym, (name, texts) in want_syms.items():
         if sym not in got:
             bad(f"the module does not register {name}")
-        elif leaf not in got[sym]:
-            bad(f"{name}: its oid does not carry the name {leaf!r}")
+            continue
+        for text in texts:
+            if text not in got[sym]:
+                bad(f"{name}: its oid does not carry {text!r} (name, description)")
     for sym in got:
         if sym not in want_syms:
             bad(f"the module registers {sym}, which it does not enforce (host-only or unknown)")
