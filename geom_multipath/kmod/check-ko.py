@@ -11,8 +11,7 @@ It reads the ELF file itself (no binutils needed for the structure) and checks:
     (MODULE_VERSION) -- decoded from the structures the set points at;
   * set_sysctl_set: exactly the oids the module enforces -- the kern.geom.multipath node,
     one oid per row of the tunables table (sysctl/src/lib.rs) not marked host_only, and
-    kern.features.geom_multipath -- each oid carrying its leaf name and the table's
-    description;
+    kern.features.geom_multipath -- each oid carrying its leaf name and description;
   * set_sdt_probes_set: every SDT probe the shim defines (KDTRACE_HOOKS is on);
   * every undefined symbol is in kernel-symbols.txt, each entry of which is checked to be
     declared by the header it names (or is marked as emitted by the compiler); the weak
@@ -234,24 +233,21 @@ def check_metadata(elf):
 
 
 def enforced_oids():
-    """The oids the module should register, from the tunables table."""
-    src = open(os.path.join(ROOT, "sysctl", "src", "lib.rs")).read()
-    node = re.search(r'pub const NODE: &str = "([^"]+)"', src).group(1)
-    node_description = re.search(r'pub const NODE_DESCRIPTION: &str = "([^"]+)"', src).group(1)
-    rows = re.findall(r"Tunable \{(\s*knob:.*?)\n    \}", src, re.S)
-    if not rows:
-        raise SystemExit("check-ko.py: no rows found in sysctl/src/lib.rs")
-    # name -> the strings its oid must carry (leaf name, description)
-    oids = {node: (node.rsplit(".", 1)[1], node_description)}
-    for row in rows:
-        leaf = re.search(r'leaf: "([^"]+)"', row).group(1)
-        description = re.search(r'description: "([^"]+)"', row).group(1)
-        host_only = re.search(r"host_only: (true|false)", row)
-        if host_only is None:
-            raise SystemExit(f"check-ko.py: the row {leaf} has no host_only field")
-        if host_only.group(1) == "false":
-            oids[f"{node}.{leaf}"] = (leaf, description)
-    oids["kern.features.geom_multipath"] = ("geom_multipath",)  # FEATURE(geom_multipath)
+    """The oids the module should register, each with the strings its oid must carry (its
+    leaf name and description): the tunables table's node and rows not marked host_only, as
+    the sysctl crate lists them (its example kernel_oids), and the FEATURE the shim declares."""
+    listing = subprocess.run(
+        ["cargo", "run", "--quiet", "-p", "geom_multipath_sysctl", "--example", "kernel_oids"],
+        cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    oids = {}
+    for line in listing.splitlines():
+        name, leaf, description = line.split("\t")
+        oids[name] = (leaf, description)
+    shim = open(os.path.join(HERE, "g_multipath_shim.c")).read()
+    for leaf, description in re.findall(r'(?<![\w])FEATURE\((\w+), "([^"]*)"\)', shim):
+        oids["kern.features." + leaf] = (leaf, description)
+    if len(oids) < 3:
+        raise SystemExit(f"check-ko.py: too few oids found: {sorted(oids)}")
     return oids
 
 
@@ -259,7 +255,7 @@ def check_sysctls(elf):
     entries = elf.set_entries("sysctl_set") or []
     want = enforced_oids()
     # SYSCTL_OID names its struct sysctl__<parent>_<leaf>, the parent being _kern_geom...;
-    # each oid must point at its leaf name and (for the table's) its description.
+    # each oid must point at its leaf name and its description.
     want_syms = {"sysctl___" + name.replace(".", "_"): (name, texts) for name, texts in want.items()}
     got = {}
     for target in entries:
