@@ -384,3 +384,73 @@ fn an_acknowledged_write_is_never_overwritten_by_its_stale_first_copy() {
     assert_eq!(read_block(&fred, 0), b'Y');
     assert_eq!(read_block(std::path::Path::new(&a.dev()), 1), b'Y');
 }
+
+/// Item 1: with the socket in a directory another user owns (or any user may write), that
+/// user planted `gmultipathd.pid` as a symbolic link to a file of root's, and the daemon
+/// chmod-ed the directory and overwrote root's file with its pid. It now refuses such a
+/// runtime directory, touching nothing.
+#[test]
+fn a_runtime_directory_another_user_controls_is_refused() {
+    if !root_or_skip("runtime_dir") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let scratch = Scratch::new("rundir");
+    let victim = scratch.dir.join("root-owned");
+    std::fs::write(&victim, "root's data\n").unwrap();
+    // As uid 65534: a directory of its own, and in it t/ with the planted link.
+    let theirs = scratch.dir.join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let plant = format!(
+        "mkdir {0}/t && ln -s {1} {0}/t/gmultipathd.pid",
+        theirs.display(),
+        victim.display()
+    );
+    let out = run(
+        std::path::Path::new("setpriv"),
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "sh",
+            "-c",
+            &plant,
+        ],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    // A root-owned directory anyone may write to (not sticky).
+    let open = scratch.dir.join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::create_dir(open.join("t")).unwrap();
+    std::os::unix::fs::symlink(&victim, open.join("t/gmultipathd.pid")).unwrap();
+    for (dir, why) in [
+        (&theirs, "owned by uid 65534"),
+        (&open, "writable by others"),
+    ] {
+        let before = std::fs::metadata(dir.join("t")).unwrap().mode();
+        let socket = dir.join("t/ctl").display().to_string();
+        // (Under timeout(1): a daemon that accepted the directory would run on.)
+        let daemon = bin("gmultipathd").display().to_string();
+        let out = run(
+            std::path::Path::new("timeout"),
+            &["20", &daemon, "--foreground", "--socket", &socket],
+            &Daemon::env_on(&scratch),
+        );
+        assert_eq!(out.code, 1, "{out:?}");
+        assert!(
+            out.stderr.contains("refusing") && out.stderr.contains(why),
+            "{out:?}"
+        );
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's data\n");
+        assert_eq!(
+            std::fs::metadata(dir.join("t")).unwrap().mode(),
+            before,
+            "not chmod-ed"
+        );
+        assert!(!dir.join("t/ctl").exists());
+    }
+}

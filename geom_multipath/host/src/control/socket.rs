@@ -1,5 +1,7 @@
 //! The control socket: the host's `/dev/geom.ctl`. A Unix stream socket, mode 0600 in a
-//! 0700 directory, that only root (checked again with the peer's credentials) may use. Each
+//! runtime directory of the daemon's own ([`super::rundir`]: 0700, nothing on the way
+//! another user could change), that only root (checked again with the peer's credentials)
+//! may use. Each
 //! connection gets a thread that reads framed [`Call`]s, hands each to the owner and writes
 //! the [`Answer`] back.
 //!
@@ -21,6 +23,7 @@ use anyhow::Context;
 use geom_multipath_proto::{read_frame, write_frame, Answer, Call, ProtoError};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use super::rundir::RunDir;
 use crate::msg::OwnerHandle;
 
 /// How long a connection may stay silent.
@@ -49,16 +52,13 @@ pub fn serve_with(
     owner: OwnerHandle,
     prepare: impl FnOnce(&UnixListener) -> io::Result<()>,
 ) -> anyhow::Result<ControlServer> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("securing {}", dir.display()))?;
-    }
-    match std::fs::remove_file(path) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("removing stale {}", path.display())),
-    }
+    let dir = RunDir::claim(path.parent().unwrap_or(Path::new(".")))?;
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: no socket name", path.display()))?;
+    dir.remove(name)
+        .with_context(|| format!("removing stale {}", path.display()))?;
     let listener =
         UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))

@@ -25,6 +25,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use geom_multipath_proto::{roundtrip, Answer, Call, DEFAULT_SOCKET};
 
+use crate::control::rundir::RunDir;
 use crate::export::nbd;
 use crate::msg;
 use crate::msg::exports::{Exports, SharedExports};
@@ -217,19 +218,38 @@ fn detach(args: &Args) -> anyhow::Result<()> {
     outcome
 }
 
-/// Opens the log file to append to: created 0640 if missing, never through a symbolic
-/// link, never handed on to another program.
-fn open_log(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+/// The directory of file `path` (its parent, `.` for a bare name) and the file's name.
+fn dir_and_name(path: &Path) -> anyhow::Result<(&Path, &str)> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{}: not a file name", path.display()))?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    Ok((dir, name))
+}
+
+/// Opens the log file to append to: created 0640 if missing, in a directory no other user
+/// can change, never through a symbolic link, never handed on to another program
+/// ([`RunDir::append_file`]).
+fn open_log(path: &Path) -> anyhow::Result<std::fs::File> {
+    let (dir, name) = dir_and_name(path)?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o640)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    Ok(RunDir::existing(dir)?.append_file(name, 0o640)?)
+}
+
+/// Writes this process's id to the pid file, made afresh in a directory no other user
+/// can change ([`RunDir::create_file`]).
+fn write_pidfile(path: &Path) -> anyhow::Result<()> {
+    use std::io::Write;
+    let (dir, name) = dir_and_name(path)?;
+    let mut f = RunDir::existing(dir)?.create_file(name, 0o644)?;
+    writeln!(f, "{}", std::process::id())?;
+    Ok(())
 }
 
 /// What the daemon wrote to its log from byte `start` on, without the time stamps: the
@@ -251,6 +271,10 @@ fn last_words(log: &Path, start: u64) -> String {
 fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(pid) = ping(&args.socket) {
         bail!("already running (pid {pid})");
+    }
+    // Refuse a runtime directory another user could redirect before anything is set up.
+    if let Some(dir) = args.socket.parent() {
+        RunDir::claim(dir)?;
     }
     let detached = std::env::var_os("GMULTIPATHD_DETACHED").is_some();
     crate::daemon::logging::init(if detached {
@@ -309,8 +333,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     host.scan(&mut owner)?;
     let control = host.serve_control(args, handle)?;
     let pidfile = args.pidfile();
-    std::fs::write(&pidfile, format!("{}\n", std::process::id()))
-        .with_context(|| format!("writing {}", pidfile.display()))?;
+    write_pidfile(&pidfile).with_context(|| format!("writing {}", pidfile.display()))?;
     host.sandbox(args, &pidfile);
     tracing::info!(
         "ready: socket {}, exports {}",
