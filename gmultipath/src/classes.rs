@@ -131,11 +131,26 @@ impl Command {
 }
 
 const AR: &[Opt] = &[b('A', "active_active"), b('R', "active_read")];
-const APR: &[Opt] = &[
+/// `configure`: FreeBSD's mode flags, then the extensions (issue 12), each sent only when
+/// given so the class leaves what is not named alone.
+const CONFIGURE: &[Opt] = &[
     b('A', "active_active"),
     b('P', "active_passive"),
     b('R', "active_read"),
+    s('c', "check_interval"),
+    s('f', "failback"),
+    s('q', "queue_timeout"),
+    s('r', "reinstate"),
+    s('s', "selector"),
 ];
+
+const fn s(ch: char, name: &'static str) -> Opt {
+    Opt {
+        ch,
+        name,
+        kind: OptKind::OptionalStr,
+    }
+}
 
 /// gmultipath's commands (`geom_multipath.c`).
 pub const MULTIPATH: ClassDef = ClassDef {
@@ -157,7 +172,17 @@ pub const MULTIPATH: ClassDef = ClassDef {
             AR,
             Some("[-vAR] name prov ..."),
         ),
-        cmd("configure", VERBOSE, None, APR, Some("[-vAPR] name")).at_most(1),
+        cmd(
+            "configure",
+            VERBOSE,
+            None,
+            CONFIGURE,
+            Some(
+                "[-vAPR] [-c check_interval] [-f failback] [-q queue_timeout] [-r reinstate] \
+                 [-s selector] name",
+            ),
+        )
+        .at_most(1),
         cmd("add", VERBOSE, None, &[], Some("[-v] name prov")).at_most(2),
         cmd("remove", VERBOSE, None, &[], Some("[-v] name prov")).at_most(2),
         cmd(
@@ -365,7 +390,7 @@ mod tests {
             MULTIPATH.usage("gmultipath"),
             "usage: gmultipath create [-vAR] name prov ...
        gmultipath label [-vAR] name prov ...
-       gmultipath configure [-vAPR] name
+       gmultipath configure [-vAPR] [-c check_interval] [-f failback] [-q queue_timeout] [-r reinstate] [-s selector] name
        gmultipath add [-v] name prov
        gmultipath remove [-v] name prov
        gmultipath prefer [-v] prov ...
@@ -436,7 +461,7 @@ mod tests {
     fn getopt_letters_put_v_first() {
         let specs = MULTIPATH.find("configure").unwrap().getopt_specs();
         let letters: String = specs.iter().map(|s| s.ch).collect();
-        assert_eq!(letters, "vAPR");
+        assert_eq!(letters, "vAPRcfqrs");
         assert!(NOP
             .find("create")
             .unwrap()

@@ -184,7 +184,7 @@ fn fails(fake: &mut Fake, cmdline: &str) -> (String, String) {
 
 const USAGE: &str = "usage: gmultipath create [-vAR] name prov ...
        gmultipath label [-vAR] name prov ...
-       gmultipath configure [-vAPR] name
+       gmultipath configure [-vAPR] [-c check_interval] [-f failback] [-q queue_timeout] [-r reinstate] [-s selector] name
        gmultipath add [-v] name prov
        gmultipath remove [-v] name prov
        gmultipath prefer [-v] prov ...
@@ -439,6 +439,45 @@ multipath/FRED  OPTIMAL  md0 (ACTIVE)
         fails(&mut f, "gmultipath status BARNEY"),
         (String::new(), "gmultipath: No such geom: BARNEY.\n".into())
     );
+}
+
+#[test]
+fn configure_extensions_are_listed_only_when_set_and_bad_values_refused() {
+    let mut f = Fake::new().disk("md", 2, MIB);
+    ok(&mut f, "gmultipath create FRED md0 md1");
+    let plain = ok(&mut f, "gmultipath list FRED");
+    ok(&mut f, "gmultipath configure FRED");
+    assert_eq!(
+        ok(&mut f, "gmultipath list FRED"),
+        plain,
+        "nothing named, nothing shown"
+    );
+    ok(
+        &mut f,
+        "gmultipath configure -c 5 -r 1 -f deferred:30 -q 10 -s round-robin:4 FRED",
+    );
+    let listed = ok(&mut f, "gmultipath list FRED");
+    assert!(
+        listed.contains(
+            "State: OPTIMAL\nCheckInterval: 5\nReinstate: 1\nFailback: deferred:30\n\
+             QueueTimeout: 10\nSelector: round-robin:4\nProviders:\n"
+        ),
+        "{listed}"
+    );
+    assert_eq!(
+        fails(&mut f, "gmultipath configure -s fastest -q 0 FRED"),
+        (
+            String::new(),
+            "gmultipath: Invalid selector value 'fastest'\n".into()
+        )
+    );
+    assert_eq!(
+        ok(&mut f, "gmultipath list FRED"),
+        listed,
+        "nothing changed"
+    );
+    ok(&mut f, "gmultipath configure -q default -P FRED");
+    assert!(!ok(&mut f, "gmultipath list FRED").contains("QueueTimeout"));
 }
 
 #[test]

@@ -77,7 +77,9 @@ impl Class {
         }
         let ndisks = self.live_geom(bio.geom).ndisks;
         bio.adopted(path, ndisks);
-        self.member_mut(path).inflight += 1;
+        let m = self.member_mut(path);
+        m.inflight += 1;
+        m.outstanding += bio.length;
         true
     }
 }

@@ -17,25 +17,27 @@ use crate::settings::Setting;
 use crate::topology::{GeomId, PathId, ProviderInfo};
 
 impl Class {
-    /// `g_multipath_dumpconf` for the geom itself: State, UUID, Mode, Type.
+    /// `g_multipath_dumpconf` for the geom itself: State, UUID, Mode, Type — preceded by
+    /// the `configure` extensions that are set, in reverse, because libgeom lists a geom's
+    /// config backwards: `gmultipath list` shows FreeBSD's four lines, then each set
+    /// extension in [`Setting::ALL`] order.
     pub fn dumpconf_geom(&self, geom: GeomId, indent: &str, out: &mut dyn Write) -> fmt::Result {
         let Some(g) = self.geom(geom) else {
             return Ok(());
         };
-        writeln!(out, "{indent}<State>{}</State>", g.state())?;
-        writeln!(out, "{indent}<UUID>{}</UUID>", g.uuid())?;
-        writeln!(out, "{indent}<Mode>{}</Mode>", g.mode())?;
-        writeln!(out, "{indent}<Type>{}</Type>", g.geom_type())?;
-        let settings = self.live_geom(geom).settings;
-        for setting in Setting::ALL {
+        let settings = g.settings();
+        for setting in Setting::ALL.iter().rev() {
             let mut value = String::new();
-            if let Some(written) = settings.write(setting, &mut value) {
+            if let Some(written) = settings.write(*setting, &mut value) {
                 written?;
                 let element = setting.element();
                 writeln!(out, "{indent}<{element}>{value}</{element}>")?;
             }
         }
-        Ok(())
+        writeln!(out, "{indent}<State>{}</State>", g.state())?;
+        writeln!(out, "{indent}<UUID>{}</UUID>", g.uuid())?;
+        writeln!(out, "{indent}<Mode>{}</Mode>", g.mode())?;
+        writeln!(out, "{indent}<Type>{}</Type>", g.geom_type())
     }
 
     /// `g_multipath_dumpconf` for a path: its State.

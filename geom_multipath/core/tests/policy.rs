@@ -539,9 +539,9 @@ fn settings_are_listed_only_when_set_and_bad_values_change_nothing() {
     f.class.dumpconf_geom(f.geom(), "", &mut xml).unwrap();
     assert_eq!(
         xml,
-        "<State>OPTIMAL</State>\n<UUID></UUID>\n<Mode>Active/Passive</Mode>\n\
-         <Type>MANUAL</Type>\n<QueueTimeout>10</QueueTimeout>\n\
-         <Selector>round-robin:4</Selector>\n",
+        "<Selector>round-robin:4</Selector>\n<QueueTimeout>10</QueueTimeout>\n\
+         <State>OPTIMAL</State>\n<UUID></UUID>\n<Mode>Active/Passive</Mode>\n\
+         <Type>MANUAL</Type>\n",
         "the failback of the refused configure was not applied either"
     );
     f.configure(&[("queue_timeout", "default"), ("selector", "default")]);
