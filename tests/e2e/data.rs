@@ -11,7 +11,7 @@ use gmultipath_e2e::{root_or_skip, sh, sha256, wait_until, Daemon, Loop, Scratch
 const MIB: u64 = 1 << 20;
 
 /// `len` bytes of a repeatable pseudo-random pattern.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
     (0..len)
         .map(|_| {
@@ -24,7 +24,11 @@ fn pattern(len: usize, seed: u64) -> Vec<u8> {
 }
 
 /// Writes `data` at `offset` of `path` with O_DIRECT, returns the error if any.
-fn write_direct(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_direct(
+    path: &std::path::Path,
+    offset: u64,
+    data: &[u8],
+) -> std::io::Result<()> {
     let mut f = OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_DIRECT)
@@ -38,7 +42,11 @@ fn write_direct(path: &std::path::Path, offset: u64, data: &[u8]) -> std::io::Re
     f.sync_all()
 }
 
-fn read_direct(path: &std::path::Path, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+pub(crate) fn read_direct(
+    path: &std::path::Path,
+    offset: u64,
+    len: usize,
+) -> std::io::Result<Vec<u8>> {
     let mut f = OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_DIRECT)
@@ -52,14 +60,14 @@ fn read_direct(path: &std::path::Path, offset: u64, len: usize) -> std::io::Resu
 
 /// Two NOPs with an offset over two loops over one image, and a geom labelled over them:
 /// the offset makes the raw loops fail taste's size check, so only the NOPs join.
-struct NopPaths {
-    daemon: Daemon,
-    nops: [String; 2],
+pub(crate) struct NopPaths {
+    pub(crate) daemon: Daemon,
+    pub(crate) nops: [String; 2],
     _loops: [Loop; 2],
     _scratch: Scratch,
 }
 
-fn nop_paths(tag: &str) -> NopPaths {
+pub(crate) fn nop_paths(tag: &str) -> NopPaths {
     let scratch = Scratch::new(tag);
     let img = scratch.image("disk.img", 64 * MIB);
     let loops = [Loop::attach(&img), Loop::attach(&img)];

@@ -7,4 +7,5 @@ mod data;
 mod faults;
 mod hardening;
 mod nbd;
+mod policy;
 mod verbs;

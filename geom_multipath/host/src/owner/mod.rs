@@ -22,8 +22,8 @@ use geom_multipath::geom_dump::conf_foreign_class;
 use geom_multipath::sysctl::{self, Knob, Values};
 use geom_multipath::wire::Reply;
 use geom_multipath::{
-    Bio, Class, CtlError, Deferred, Done, Errno, Expired, GeomId, Level, Op, PathId, ProviderInfo,
-    Request, Time, Topology,
+    Bio, Check, Class, CtlError, Deferred, Dispatch, Done, Errno, Expired, GeomId, Level, Op,
+    PathId, ProviderInfo, Request, Started, Time, Topology,
 };
 use geom_multipath_proto::{Answer, Call, Knob as KnobAnswer};
 
@@ -202,6 +202,9 @@ pub struct Owner {
     clock: Instant,
     /// Timed-out attempts whose answers have not come back yet.
     abandoned: Abandoned,
+    /// The checker's probes in flight, by their token: the path, and when the probe counts
+    /// as failed (the path's `io_timeout`, else one check interval).
+    probes: IdMap<u64, (PathId, Instant)>,
     queue: VecDeque<Job>,
     pub(crate) console: Console,
     settings: Settings,
@@ -234,6 +237,7 @@ impl Owner {
             next_token: 1,
             clock: Instant::now(),
             abandoned: IdMap::default(),
+            probes: IdMap::default(),
             queue: VecDeque::new(),
             console: Console::new(),
             settings,
@@ -358,6 +362,12 @@ impl Owner {
     /// runs the queue until it is empty.
     fn drain(&mut self) {
         loop {
+            while let Some(d) = self.class.poll_dispatch() {
+                self.waited(d);
+            }
+            while let Some(check) = self.class.poll_check() {
+                self.probe(check);
+            }
             while let Some(e) = self.class.poll_event() {
                 self.console.event(e);
             }
@@ -397,23 +407,90 @@ impl Owner {
             IoOp::Physpath => (Op::GetAttr { physpath: true }, 0, Data::None),
         };
         let mut bio = Bio::new(token, req.geom, op, req.offset, len);
-        match self.class.start(&mut bio) {
-            Err(e) => (req.reply)(Err(e)),
-            Ok(path) => {
-                self.inflight.insert(
-                    token,
-                    InFlight {
-                        bio,
-                        data,
-                        text: None,
-                        reply: Some(req.reply),
-                        attempt: 1,
-                        started: Instant::now(),
-                    },
-                );
-                self.dispatch(token, path);
-            }
+        let started = self.class.start_or_queue(&mut bio);
+        if let Started::Refused(e) = started {
+            return (req.reply)(Err(e));
         }
+        self.inflight.insert(
+            token,
+            InFlight {
+                bio,
+                data,
+                text: None,
+                reply: Some(req.reply),
+                attempt: 1,
+                started: Instant::now(),
+            },
+        );
+        match started {
+            Started::Path(path) => self.dispatch(token, path),
+            // It waits for a path; `poll_dispatch` brings it back.
+            Started::Queued | Started::Refused(_) => self.drain(),
+        }
+    }
+
+    /// A request that waited for a path: send it now, or answer it.
+    fn waited(&mut self, dispatch: Dispatch) {
+        match dispatch {
+            Dispatch::Issue { bio, path } => {
+                let token = bio.token;
+                if let Some(entry) = self.inflight.get_mut(&token) {
+                    entry.bio = bio;
+                    entry.attempt += 1;
+                    self.dispatch(token, path);
+                }
+            }
+            Dispatch::Fail { bio, error } => self.carry_out(
+                bio.token,
+                Done::Deliver {
+                    result: Err(error),
+                    append: None,
+                },
+            ),
+        }
+    }
+
+    /// Issues one probe of the checker: a direct read of one block on the path's workers,
+    /// with a buffer of its own, answered through [`Owner::probe_answered`].
+    fn probe(&mut self, check: Check) {
+        let name = self.paths.get(&check.path).cloned().unwrap_or_default();
+        let device = if self.providers.is_fenced(&name) {
+            None
+        } else {
+            self.providers.device(&name)
+        };
+        let Some(device) = device else {
+            self.class.handle_check_done(check.path, Err(Errno::ENXIO));
+            return;
+        };
+        let token = self.next_token;
+        self.next_token += 1;
+        let secs = match self.class.io_timeout(&name) {
+            0 => self.class.tunables().check_interval().max(1),
+            secs => secs,
+        };
+        let deadline = Instant::now() + Duration::from_secs(u64::from(secs));
+        self.probes.insert(token, (check.path, deadline));
+        let work = Work {
+            token,
+            attempt: 1,
+            op: WorkOp::Read,
+            offset: check.offset,
+            buf: WorkBuf::Read(IoBuf::zeroed(check.length as usize)),
+            device,
+        };
+        self.workers.submit(check.path, &name, work);
+    }
+
+    /// A probe's answer (or its deadline, as ENXIO) goes to the class; `false` if `token`
+    /// is not a probe in flight.
+    fn probe_answered(&mut self, token: u64, result: Result<(), Errno>) -> bool {
+        let Some((path, _)) = self.probes.remove(&token) else {
+            return false;
+        };
+        self.class.handle_check_done(path, result);
+        self.drain();
+        true
     }
 
     /// Sends the current attempt of `token` to `path`'s workers, with its deadline.
@@ -482,9 +559,12 @@ impl Owner {
 
     /// When the class's next timer falls due, if one is armed.
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.class
+        let class = self
+            .class
             .poll_timeout()
-            .map(|Time(nanos)| self.clock + Duration::from_nanos(nanos))
+            .map(|Time(nanos)| self.clock + Duration::from_nanos(nanos));
+        let probe = self.probes.values().map(|&(_, at)| at).min();
+        class.into_iter().chain(probe).min()
     }
 
     /// Fires the class's timers due at `now` and carries out every attempt it gave up on:
@@ -492,6 +572,15 @@ impl Owner {
     /// can race with the late copy, and the request goes on as the class decided (a
     /// reissue elsewhere, or its answer).
     pub fn expire(&mut self, now: Instant) {
+        let overdue: Vec<u64> = self
+            .probes
+            .iter()
+            .filter(|(_, &(_, at))| at <= now)
+            .map(|(&token, _)| token)
+            .collect();
+        for token in overdue {
+            self.probe_answered(token, Err(Errno::ENXIO));
+        }
         let at = self.time_at(now);
         self.class
             .handle_timeout(at, self.inflight.values_mut().map(|e| &mut e.bio));
@@ -532,6 +621,9 @@ impl Owner {
     }
 
     fn completion(&mut self, c: Completion) {
+        if self.probe_answered(c.token, c.result) {
+            return;
+        }
         if self.late_answer(c.token, c.attempt) {
             return; // an attempt given up on at its deadline: its answer is discarded
         }
@@ -562,15 +654,8 @@ impl Owner {
                 }
                 self.dispatch(token, path);
             }
-            // Only requests started with `start_or_queue` wait for a path; the host uses
-            // `start`, so this is answered as the core would answer it without queueing.
-            Done::Queued => self.carry_out(
-                token,
-                Done::Deliver {
-                    result: Err(Errno::ENXIO),
-                    append: None,
-                },
-            ),
+            // It waits for a path; `poll_dispatch` brings it back.
+            Done::Queued => {}
             Done::Deliver { result, append } => {
                 if let Some(mut entry) = self.inflight.remove(&token) {
                     let reply = entry.reply.take().expect("one reply per request");
