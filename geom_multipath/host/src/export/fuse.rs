@@ -752,7 +752,7 @@ impl Filesystem for MultipathFs {
         };
         // `len` ≤ `size`, a u32; whole sectors cover it (the last one lies within the media).
         let (start, span, skip) = covering(offset, len, sectorsize);
-        let buf = IoBuf::zeroed(span as usize);
+        let buf = IoBuf::to_fill(span as usize);
         self.owner.io(IoRequest {
             geom: h.export.geom,
             op: IoOp::Read(buf),

@@ -585,7 +585,7 @@ impl Worker {
             return (libc::EINVAL, None);
         };
         let op = match s.cmd {
-            BIO_READ if len <= MAX_REQUEST => IoOp::Read(IoBuf::zeroed(len)),
+            BIO_READ if len <= MAX_REQUEST => IoOp::Read(IoBuf::to_fill(len)),
             BIO_WRITE if len <= buf.len() => IoOp::Write(IoBuf::from_slice(&buf[..len])),
             BIO_READ | BIO_WRITE => return (libc::EINVAL, None),
             BIO_FLUSH => IoOp::Flush,

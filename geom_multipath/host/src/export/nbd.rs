@@ -1208,7 +1208,7 @@ impl Requests<'_> {
             }
             let finish = self.finish(req.handle, cost);
             if req.command == Command::Write {
-                let mut buf = IoBuf::zeroed(payload);
+                let mut buf = IoBuf::to_fill(payload);
                 if let Err(e) = self.rd.read_exact(buf.as_mut_slice()) {
                     finish(Err(Errno::EIO));
                     return Err(e).context("reading a write payload");
@@ -1306,7 +1306,7 @@ impl Requests<'_> {
             Command::Read if len == 0 => finish(Ok(None)),
             Command::Read => owner.io(IoRequest {
                 geom,
-                op: IoOp::Read(IoBuf::zeroed(req.length as usize)),
+                op: IoOp::Read(IoBuf::to_fill(req.length as usize)),
                 offset: req.offset,
                 reply: Box::new(move |r| match r {
                     Ok(IoReply::Data(buf)) => finish(Ok(Some(buf))),
