@@ -5,19 +5,27 @@
 #              and the hottest symbols (kernel ones included: that is where it goes);
 #   callgrind  gmultipathd under valgrind callgrind, instruction counting switched on only
 #              while fio issues a fixed number of requests: user-space instructions per
-#              request, and the functions they are spent in.
+#              request, and the functions they are spent in;
+#   switches   context switches of each daemon thread (voluntary + involuntary, from
+#              /proc/PID/task/*/status) while fio issues a fixed number of requests: per
+#              request, and per thread.
+# Another row of bench/io.sh: PROFILE_EXPORT=fuse|nbd (the daemon's NBD export, fio's nbd
+# engine), PROFILE_RW (randread, randwrite, read, write), PROFILE_BS, PROFILE_QD.
 #
-# Usage: sudo bench/profile.sh perf|callgrind
+# Usage: sudo bench/profile.sh perf|callgrind|switches
 #        GMULTIPATHD_IO=threads sudo bench/profile.sh ...   (the thread-pool engine)
+#        PROFILE_EXPORT=nbd PROFILE_QD=1 sudo bench/profile.sh callgrind
 # Needs: fio, perf (linux-perf) or valgrind; root (loop devices, FUSE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MODE=${1:?usage: bench/profile.sh perf|callgrind}
+MODE=${1:?usage: bench/profile.sh perf|callgrind|switches}
+EXPORT=${PROFILE_EXPORT:-fuse} RW=${PROFILE_RW:-randread} BS=${PROFILE_BS:-4k} QD=${PROFILE_QD:-32}
 [ "$(id -u)" -eq 0 ] || { echo "bench/profile.sh: needs root (loop devices, FUSE)" >&2; exit 1; }
 case $MODE in
     perf) TOOL=perf ;;
     callgrind) TOOL=valgrind ;;
-    *) echo "bench/profile.sh: perf or callgrind, not $MODE" >&2; exit 2 ;;
+    switches) TOOL=fio ;;
+    *) echo "bench/profile.sh: perf, callgrind or switches, not $MODE" >&2; exit 2 ;;
 esac
 for tool in fio "$TOOL" losetup; do
     command -v "$tool" >/dev/null || { echo "bench/profile.sh: $tool is not installed" >&2; exit 1; }
@@ -58,18 +66,33 @@ wait_for() {
 
 if [ "$MODE" = callgrind ]; then
     valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file="$WORK/callgrind.out" \
-        "$BIN/gmultipathd" -f 2>"$WORK/daemon.log" &
+        "$BIN/gmultipathd" -f --nbd-dir "$WORK/nbd" 2>"$WORK/daemon.log" &
 else
-    "$BIN/gmultipathd" -f 2>"$WORK/daemon.log" &
+    "$BIN/gmultipathd" -f --nbd-dir "$WORK/nbd" 2>"$WORK/daemon.log" &
 fi
 DAEMON=$!
 wait_for "the daemon's socket" test -S "$GMULTIPATH_SOCKET"
 "$BIN/gmultipath" label PROF "${L0#/dev/}" "${L1#/dev/}"
 wait_for "/dev/multipath/PROF" test -e "$GMULTIPATH_MOUNT/PROF"
+wait_for "the NBD export" test -S "$WORK/nbd/PROF"
 
-fio_args=(--name=prof "--filename=$GMULTIPATH_MOUNT/PROF" --ioengine=libaio --direct=1
-          --rw=randread --bs=4k --iodepth=32 --size=400M --randrepeat=0 --norandommap
-          --output-format=terse --terse-version=3)
+case $EXPORT in
+    fuse) target=(--ioengine=libaio --direct=1 "--filename=$GMULTIPATH_MOUNT/PROF") ;;
+    nbd) target=(--ioengine=nbd "--uri=nbd+unix:///?socket=$WORK/nbd/PROF") ;;
+    *) echo "bench/profile.sh: PROFILE_EXPORT is fuse or nbd, not $EXPORT" >&2; exit 2 ;;
+esac
+fio_args=(--name=prof "${target[@]}" --rw="$RW" --bs="$BS" --iodepth="$QD" --size=400M
+          --randrepeat=0 --norandommap --output-format=terse --terse-version=3)
+echo "$EXPORT $RW bs=$BS QD$QD"
+# fio's terse v3: field 8 is read IOPS, 49 write IOPS.
+iops() { tail -1 "$WORK/fio.out" | awk -F';' '{print ($8 > 0 ? $8 : $49)}'; }
+# Context switches of every thread of the daemon, one "name count" line each.
+switches() {
+    local t
+    for t in /proc/"$DAEMON"/task/*; do
+        awk -v comm="$(cat "$t/comm")" '/ctxt_switches/ {n += $2} END {print comm, n}' "$t/status"
+    done
+}
 
 if [ "$MODE" = perf ]; then
     fio "${fio_args[@]}" --time_based --runtime=12 >"$WORK/fio.out" &
@@ -78,7 +101,7 @@ if [ "$MODE" = perf ]; then
     perf record -e cpu-clock -F 999 -g -p "$DAEMON" -o "$WORK/perf.data" -- sleep 8 \
         >/dev/null 2>&1
     wait "$FIO"
-    echo "fio read IOPS: $(cut -d';' -f8 "$WORK/fio.out")"
+    echo "fio IOPS: $(iops)"
     echo
     echo "== samples per thread (999 Hz for 8 s: 7992 samples are one CPU kept busy)"
     perf report -i "$WORK/perf.data" --no-children --sort comm -n --stdio 2>/dev/null \
@@ -87,6 +110,17 @@ if [ "$MODE" = perf ]; then
     echo "== hottest symbols (self)"
     perf report -i "$WORK/perf.data" --no-children --sort comm,sym --stdio -g none \
         2>/dev/null | grep -E '^ +[0-9]' | head -25
+elif [ "$MODE" = switches ]; then
+    REQUESTS=50000
+    switches | sort >"$WORK/before"
+    fio "${fio_args[@]}" --number_ios=$REQUESTS >"$WORK/fio.out"
+    switches | sort >"$WORK/after"
+    echo "requests: $REQUESTS (fio IOPS: $(iops))"
+    # Threads with one name (the FUSE readers, path workers) are added up per name.
+    join -a2 -e0 -o 0,1.2,2.2 <(awk '{n[$1] += $2} END {for (c in n) print c, n[c]}' "$WORK/before" | sort) \
+        <(awk '{n[$1] += $2} END {for (c in n) print c, n[c]}' "$WORK/after" | sort) |
+        awk -v r=$REQUESTS '{d = $3 - $2; total += d; printf "%-16s %8d switches, %.3f per request\n", $1, d, d / r}
+            END {printf "%-16s %8d switches, %.3f per request\n", "all threads", total, total / r}'
 else
     REQUESTS=20000
     callgrind_control -i on "$DAEMON" >/dev/null
@@ -94,8 +128,10 @@ else
     callgrind_control -i off "$DAEMON" >/dev/null
     callgrind_control -d "$DAEMON" >/dev/null
     dump=$(ls -t "$WORK"/callgrind.out* | head -1)
+    # PROFILE_KEEP=FILE keeps the dump (callgrind_annotate --tree=caller FILE shows callers).
+    if [ -n "${PROFILE_KEEP:-}" ]; then cp "$dump" "$PROFILE_KEEP"; fi
     total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-    echo "requests: $REQUESTS (fio read IOPS under valgrind: $(cut -d';' -f8 "$WORK/fio.out"))"
+    echo "requests: $REQUESTS (fio IOPS under valgrind: $(iops))"
     echo "user-space instructions in gmultipathd: $total, per request: $((total / REQUESTS))"
     echo
     echo "== functions (self instructions)"
