@@ -454,3 +454,36 @@ fn a_runtime_directory_another_user_controls_is_refused() {
         assert!(!dir.join("t/ctl").exists());
     }
 }
+
+/// Item 4: two different disks with the same label (here a copied image, as a cloned VM
+/// disk or a LUN snapshot) were assembled as two paths of one geom, OPTIMAL and silent,
+/// and after `fail` reads came from the other disk. Loop devices say who they are (their
+/// backing file's device and inode), so the copy is refused with a console message; two
+/// loop devices over one file still join.
+#[test]
+fn a_cloned_disk_with_the_same_label_is_not_taken_as_a_second_path() {
+    if !root_or_skip("cloned_label") {
+        return;
+    }
+    let scratch = Scratch::new("clone");
+    let img = scratch.image("disk.img", 16 * MIB);
+    let a = Loop::attach(&img);
+    let d = Daemon::start(&scratch);
+    d.gmultipath(&["label", "FRED", &a.name]).ok();
+    d.wait_status("FRED", "DEGRADED");
+    // The copy carries FRED's label; a second loop device over a's file is a real path.
+    let copy = scratch.dir.join("copy.img");
+    std::fs::copy(&img, &copy).unwrap();
+    let b = Loop::attach(&copy);
+    let a2 = Loop::attach(&img);
+    wait_until("a's second path to join", || {
+        let out = d.gmultipath(&["status", "-s", "FRED"]);
+        out.code == 0 && out.stdout.contains(&a2.name)
+    });
+    let refused = format!("GEOM_MULTIPATH: {} is another disk than", b.name);
+    wait_until("the copy to be refused", || {
+        d.messages().iter().any(|m| m.starts_with(&refused))
+    });
+    let status = d.gmultipath(&["status", "-s", "FRED"]).ok().to_string();
+    assert!(!status.contains(&b.name), "{status}");
+}

@@ -148,6 +148,9 @@ pub(crate) struct Path {
     pub(crate) ace: i32,
     /// Its provider went away (`G_CF_ORPHAN`).
     pub(crate) orphaned: bool,
+    /// The disk's identity as the provider gave it when the path was attached
+    /// ([`Topology::ident`](crate::Topology::ident)).
+    pub(crate) ident: Option<String>,
     /// What the checker, anti-flap and failback know about it.
     pub(crate) health: Health,
 }

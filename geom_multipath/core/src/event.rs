@@ -122,6 +122,15 @@ pub enum Message {
     },
     /// `<provider> is not MULTIPATH` (debug only)
     NotMultipath { provider: String },
+    /// `GEOM_MULTIPATH: <path> is another disk than <other> in <geom> (<ident> is not
+    /// <other_ident>): refusing` — not in FreeBSD, which joins them.
+    OtherDisk {
+        path: String,
+        geom: String,
+        ident: String,
+        other: String,
+        other_ident: String,
+    },
     /// `GEOM_MULTIPATH: a write to <path> in <geom> is overdue; it is re-driven once its
     /// answer arrives, <path> is gone[ or <n> s have passed]` — not in FreeBSD (the I/O
     /// deadline is an extension).
@@ -158,6 +167,7 @@ impl Message {
             | Message::CantUpdateMetadata { .. }
             | Message::CannotCreate { .. }
             | Message::BadVersion { .. }
+            | Message::OtherDisk { .. }
             | Message::WriteHeld { .. }
             | Message::CorruptLabel { .. }
             | Message::Held { .. }
@@ -249,6 +259,17 @@ impl fmt::Display for Message {
                 "{P}{geom} stopped queueing: {resumed} requests resumed, {failed} failed"
             ),
             Message::NotMultipath { provider } => write!(f, "{provider} is not MULTIPATH"),
+            Message::OtherDisk {
+                path,
+                geom,
+                ident,
+                other,
+                other_ident,
+            } => write!(
+                f,
+                "{P}{path} is another disk than {other} in {geom} ({ident} is not \
+                 {other_ident}): refusing"
+            ),
             Message::WriteHeld {
                 path,
                 geom,

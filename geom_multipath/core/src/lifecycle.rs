@@ -115,6 +115,23 @@ impl Class {
         Some(id)
     }
 
+    /// A path of `geom`, and its identity, that says it is another disk than `ident` —
+    /// when both are known (beyond FreeBSD: paths whose identities differ are two disks
+    /// that carry the same label, a cloned image or a LUN snapshot, not two paths to one).
+    fn other_disk(&self, geom: GeomId, ident: Option<&str>) -> Option<(String, String)> {
+        let mine = ident?;
+        // Kernel order: the newest path first.
+        self.live_geom(geom).members.iter().rev().find_map(|m| {
+            let p = self.live_path(m.id);
+            match &p.ident {
+                Some(theirs) if !p.orphaned && theirs != mine => {
+                    Some((p.name.clone(), theirs.clone()))
+                }
+                _ => None,
+            }
+        })
+    }
+
     /// `g_multipath_add_disk`: attach provider `pp` as a new (newest) path of `geom`.
     pub(crate) fn add_disk(
         &mut self,
@@ -130,8 +147,20 @@ impl Class {
             });
             return Err(Errno::EEXIST);
         }
+        let ident = topo.ident(&pp.name);
+        if let Some((other, theirs)) = self.other_disk(geom, ident.as_deref()) {
+            self.log(Message::OtherDisk {
+                path: pp.name.clone(),
+                geom: gname,
+                ident: ident.unwrap_or_default(),
+                other,
+                other_ident: theirs,
+            });
+            return Err(Errno::EINVAL);
+        }
         let index = self.live_geom(geom).members.len();
         let path = PathId(self.paths.insert(Path {
+            ident,
             geom,
             name: pp.name.clone(),
             mediasize: pp.mediasize,

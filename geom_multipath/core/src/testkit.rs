@@ -68,6 +68,8 @@ pub struct MemTopology {
     pub fail_write: BTreeMap<String, Errno>,
     /// Providers whose taste read fails.
     pub unreadable: BTreeSet<String>,
+    /// What `GEOM::ident` answers for these providers (unknown for the others).
+    pub idents: BTreeMap<String, String>,
     /// Every call, in order, as text (`attach FRED md0`, `access md0 1 1 1`, …).
     pub calls: Vec<String>,
     /// Every event the class emitted, in order.
@@ -285,6 +287,10 @@ impl MemTopology {
 }
 
 impl Topology for MemTopology {
+    fn ident(&self, name: &str) -> Option<String> {
+        self.idents.get(name).cloned()
+    }
+
     fn provider(&self, name: &str) -> Option<ProviderInfo> {
         self.info(name)
     }

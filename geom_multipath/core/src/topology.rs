@@ -112,4 +112,13 @@ pub trait Topology {
 
     /// `g_write_data`: write `data` at `offset` through the path.
     fn write(&mut self, path: PathId, offset: u64, data: &[u8]) -> Result<(), Errno>;
+
+    /// `g_getattr("GEOM::ident")`: who the disk behind provider `name` says it is (a
+    /// serial number, a WWID; for a disk backed by a file, that file's device and inode,
+    /// as md(4) answers `MD-DEV<dev>-INO<ino>`), or `None` when it cannot say. The default
+    /// knows nothing, and then paths join as on FreeBSD.
+    fn ident(&self, name: &str) -> Option<String> {
+        let _ = name;
+        None
+    }
 }

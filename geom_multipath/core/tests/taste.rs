@@ -436,3 +436,39 @@ fn unload_refuses_while_open_and_destroys_idle_geoms() {
     assert!(topo.attached.is_empty());
     assert!(topo.label(disk).is_some(), "unload keeps labels");
 }
+
+/// Issue 11 item 4: two different disks with the same label (a cloned image, a LUN
+/// snapshot) were assembled as two paths of one geom. When both can say who they are and
+/// the answers differ, the second is refused; when either cannot say, it joins as on
+/// FreeBSD.
+#[test]
+fn two_disks_with_one_label_are_not_joined_when_their_identities_differ() {
+    let mut topo = MemTopology::new();
+    let a = topo.disk_with_paths("a", 2, MIB, 512);
+    let b = topo.disk_with_paths("b", 1, MIB, 512);
+    topo.write_label(a, "FRED", &test_uuid(1), Mode::ActivePassive);
+    topo.write_label(b, "FRED", &test_uuid(1), Mode::ActivePassive);
+    for (p, ident) in [("a0", "SER-A"), ("a1", "SER-A"), ("b0", "SER-B")] {
+        topo.idents.insert(p.into(), ident.into());
+    }
+    let mut class = Class::default();
+    let g = topo.taste(&mut class, "a0").expect("joined");
+    assert_eq!(
+        topo.taste(&mut class, "a1"),
+        Some(g),
+        "same disk: a second path"
+    );
+    topo.take_messages();
+    assert_eq!(topo.taste(&mut class, "b0"), None);
+    assert_eq!(
+        topo.take_messages(),
+        ["GEOM_MULTIPATH: b0 is another disk than a1 in FRED (SER-B is not SER-A): refusing"]
+    );
+    assert_eq!(class.geom(g).unwrap().paths().count(), 2);
+    // The same refusal for the add verb.
+    let reply = topo.verb(&mut class, "add", &[], &["FRED", "b0"]);
+    assert!(!reply.error.is_empty(), "{reply:?}");
+    // Unknown on one side: joins, as FreeBSD does.
+    topo.idents.remove("b0");
+    assert_eq!(topo.taste(&mut class, "b0"), Some(g));
+}

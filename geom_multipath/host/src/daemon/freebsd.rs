@@ -325,6 +325,7 @@ impl BsdSources {
         let source = Source::Block {
             node: disks::node(name),
             physpath: disk.physpath,
+            ident: None,
         };
         owner.device_changed(name, Some((info, source)));
     }

@@ -171,6 +171,7 @@ impl DaemonSources {
         let source = Source::Block {
             node,
             physpath: dev.physpath,
+            ident: dev.ident,
         };
         owner.device_changed(name, Some((info, source)));
     }

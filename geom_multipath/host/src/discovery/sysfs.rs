@@ -59,6 +59,35 @@ pub struct BlockDev {
     pub holders: Vec<String>,
     /// See [`physpath`].
     pub physpath: String,
+    /// Who the disk is (GEOM::ident), see [`ident`]; `None` if it cannot say.
+    pub ident: Option<String>,
+}
+
+/// The identity of a device, as GEOM::ident gives it: for a loop device its backing file's
+/// device and inode in md(4)'s form (`MD-DEV<dev>-INO<ino>`: two loop devices over one file
+/// are one disk), else the disk's WWID or serial number from sysfs (a partition's is its
+/// disk's, with the partition's name after it); `None` when nothing says.
+pub fn ident(disk: &Path, backing_file: Option<&Path>, partition: Option<&str>) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(file) = backing_file {
+        if file.to_string_lossy().ends_with(" (deleted)") {
+            return None;
+        }
+        let meta = fs::metadata(file).ok()?;
+        return Some(format!("MD-DEV{}-INO{}", meta.dev(), meta.ino()));
+    }
+    let id = ["wwid", "device/wwid", "device/serial", "serial"]
+        .iter()
+        .find_map(|f| {
+            fs::read_to_string(disk.join(f))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })?;
+    Some(match partition {
+        Some(p) => format!("{id}/{p}"),
+        None => id,
+    })
 }
 
 /// Every block device under `/sys/class/block`, sorted by name.
@@ -178,6 +207,7 @@ fn read_dev(root: &Path, name: &str) -> io::Result<BlockDev> {
         Some(v) => parse_str::<u8>(&v, &backing)? != 0,
         None => false,
     };
+    let ident = ident(&disk, backing_file.as_deref(), partition.then_some(name));
     Ok(BlockDev {
         name: name.to_owned(),
         dev: parse_dev(&read(&dir.join("dev"))?)?,
@@ -198,6 +228,7 @@ fn read_dev(root: &Path, name: &str) -> io::Result<BlockDev> {
             None
         },
         diskseq: parse_optional(&disk.join("diskseq"))?,
+        ident,
         holders: holders(&dir.join("holders"))?,
         physpath: devpath(root, &dir)?,
     })

@@ -1323,6 +1323,10 @@ impl Topology for HostTopology<'_> {
         self.providers.info(name).cloned()
     }
 
+    fn ident(&self, name: &str) -> Option<String> {
+        self.providers.ident(name)
+    }
+
     fn taste_read(&mut self, name: &str, _offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
         match &self.tasted {
             Some((n, sector)) if n == name && sector.len() == buf.len() => {

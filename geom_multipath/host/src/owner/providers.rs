@@ -66,6 +66,8 @@ pub enum Source {
         node: PathBuf,
         /// GEOM::physpath.
         physpath: String,
+        /// GEOM::ident: who the disk is, if it can say.
+        ident: Option<String>,
     },
     /// A provider stacked on another one (a NOP): taking access on it takes the same
     /// access on `lower`, and its device (which forwards to `lower`'s through a
@@ -207,6 +209,17 @@ impl ProviderTable {
     pub fn set_size(&mut self, name: &str, mediasize: u64) {
         if let Some(p) = self.providers.get_mut(name) {
             p.info.mediasize = mediasize;
+        }
+    }
+
+    /// GEOM::ident of provider `name`: its block device's, a stacked provider's lower
+    /// one's (gnop passes the attribute down, as on FreeBSD); `None` if it cannot say.
+    pub fn ident(&self, name: &str) -> Option<String> {
+        let p = self.providers.get(name).filter(|p| !p.gone)?;
+        match &p.source {
+            Source::Block { ident, .. } => ident.clone(),
+            Source::Stacked { lower, .. } if lower != name => self.ident(lower),
+            _ => None,
         }
     }
 
@@ -405,7 +418,7 @@ impl Provider {
 
     fn open(&self, (write, exclusive): (bool, bool)) -> Result<Arc<dyn Device>, Errno> {
         match &self.source {
-            Source::Block { node, physpath } => {
+            Source::Block { node, physpath, .. } => {
                 let dev = BlockDevice::open(node, write, exclusive, physpath.clone())
                     .map_err(|e| crate::path::device::errno_of(&e))?;
                 Ok(Arc::new(dev))
