@@ -162,7 +162,7 @@ impl RunDir {
 
     /// Makes file `name` afresh, mode `mode`: an old one (or whatever else has that name)
     /// is unlinked, and the new one is created exclusively, never through a symbolic link.
-    pub fn create_file(&self, name: &str, mode: u32) -> io::Result<File> {
+    pub fn create_file(&self, name: &str, mode: libc::mode_t) -> io::Result<File> {
         self.remove(name)?;
         let fd = openat(
             &self.fd,
@@ -176,7 +176,7 @@ impl RunDir {
     /// Opens file `name` to append to, creating it with `mode` if missing; refused if it is
     /// a symbolic link, not a regular file, someone else's, or has another name elsewhere
     /// (a planted hard link).
-    pub fn append_file(&self, name: &str, mode: u32) -> io::Result<File> {
+    pub fn append_file(&self, name: &str, mode: libc::mode_t) -> io::Result<File> {
         let fd = openat(
             &self.fd,
             name,
