@@ -267,6 +267,22 @@ fn last_words(log: &Path, start: u64) -> String {
         .join("\n")
 }
 
+/// Raises the soft limit on open descriptors to the hard one: the daemon holds one
+/// descriptor per path, so a soft limit of 1,024 (a common default) would cap a host at
+/// about 500 two-path geoms while root's hard limit allows far more (bench/scale.sh).
+fn raise_descriptor_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the descriptor limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the descriptor limit: {e}"),
+    }
+}
+
 /// Runs the daemon in this process until it is unloaded or signalled.
 fn run(args: &Args) -> anyhow::Result<()> {
     if let Some(pid) = ping(&args.socket) {
@@ -292,6 +308,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for p in problems {
         tracing::warn!("{}:{}: {}", args.config.display(), p.line, p.text);
     }
+    raise_descriptor_limit();
     // Signals are read by the owner's loop; block them before any thread starts.
     let signals = platform::block_signals()?;
 
