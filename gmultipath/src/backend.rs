@@ -20,6 +20,9 @@ pub enum UnloadError {
     NotFound(io::Error),
     /// `kldunload` refused: "Could not unload module: …".
     Refused(io::Error),
+    /// The host refused because these providers are open (one a line): FreeBSD's line,
+    /// then this one.
+    Held(io::Error, String),
 }
 
 impl From<io::Error> for UnloadError {
@@ -226,6 +229,9 @@ impl Backend for HostBackend {
     fn unload(&mut self) -> Result<(), UnloadError> {
         match self.call(&Call::Unload).map_err(UnloadError::NotFound)? {
             Answer::Done => Ok(()),
+            Answer::Failed { errno, text } if errno == nix::libc::EBUSY && !text.is_empty() => {
+                Err(UnloadError::Held(io::Error::from_raw_os_error(errno), text))
+            }
             Answer::Failed { errno, text } => Err(failed(errno, text).into()),
             other => Err(io::Error::other(format!("unexpected answer {other:?}")).into()),
         }

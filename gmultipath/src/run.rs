@@ -409,6 +409,10 @@ fn run_userland(
                 Err(UnloadError::Refused(e)) => {
                     Some(format!("Could not unload module: {}.", crate::strerror(&e)))
                 }
+                Err(UnloadError::Held(e, by)) => Some(format!(
+                    "Could not unload module: {}.\n{by}",
+                    crate::strerror(&e)
+                )),
             };
             if let Some(text) = text {
                 req.error(CtlError::Other(text));

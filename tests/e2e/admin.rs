@@ -82,7 +82,9 @@ fn label_loads_the_daemon_and_unload_stops_it() {
     assert_eq!(out.code, 1);
     assert_eq!(
         out.stderr,
-        "gmultipath: Could not unload module: Device or resource busy.\n"
+        "gmultipath: Could not unload module: Device or resource busy.\n\
+         multipath/FRED is open (r1w0e0).\n",
+        "FreeBSD's line, then which provider is held (issue 11 item 10)"
     );
     drop(held);
     assert_eq!(gm(&["unload", "-v"]).ok(), "Done.\n");

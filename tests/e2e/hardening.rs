@@ -487,3 +487,28 @@ fn a_cloned_disk_with_the_same_label_is_not_taken_as_a_second_path() {
     let status = d.gmultipath(&["status", "-s", "FRED"]).ok().to_string();
     assert!(!status.contains(&b.name), "{status}");
 }
+
+/// Item 10: after the last path of a geom was removed, opening `/dev/multipath/NAME`
+/// failed with EPERM, as if it were there but forbidden; the geom is gone, so ENOENT.
+#[test]
+fn the_export_of_a_geom_whose_last_path_went_is_gone() {
+    if !root_or_skip("last_path_removed") {
+        return;
+    }
+    let scratch = Scratch::new("lastpath");
+    let img = scratch.image("disk.img", 16 * MIB);
+    let a = Loop::attach(&img);
+    let d = Daemon::start(&scratch);
+    d.gmultipath(&["create", "GONE", &a.name]).ok();
+    assert!(d.file("GONE").exists());
+    // Someone still has it open when its last path goes (the provider withers).
+    let held = std::fs::File::open(d.file("GONE")).unwrap();
+    d.gmultipath(&["remove", "GONE", &a.name]).ok();
+    let e = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(d.file("GONE"))
+        .unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
+    drop(held);
+}

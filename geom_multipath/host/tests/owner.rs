@@ -530,3 +530,28 @@ fn io_timeout_overrides_are_sysctls() {
         }
     ));
 }
+
+/// Issue 11 item 10: a provider read of 8 MiB closed the control connection without an
+/// answer, and one of 4 GiB answered EIO; a length the protocol cannot carry, or a range
+/// past the end, is the caller's mistake: EINVAL, with a reason.
+#[test]
+fn provider_reads_beyond_what_a_frame_holds_are_einval_with_an_answer() {
+    let h = host(1);
+    let read = |offset: u64, len: u32| {
+        h.handle.call(Call::ProviderRead {
+            name: "md0".into(),
+            offset,
+            len,
+        })
+    };
+    assert!(matches!(read(0, 512), Answer::Data(d) if d.len() == 512));
+    for (offset, len) in [(0, 8 << 20), (0, u32::MAX), (0, 0), (SIZE - 512, 1024)] {
+        match read(offset, len) {
+            Answer::Failed { errno, text } => {
+                assert_eq!(errno, libc::EINVAL, "{offset} {len}");
+                assert!(text.contains("the length must be"), "{text}");
+            }
+            other => panic!("{offset} {len}: {other:?}"),
+        }
+    }
+}

@@ -121,6 +121,10 @@ impl PerPath {
     }
 }
 
+/// The most bytes one provider read or write for a tool (label, clear) may move: well
+/// within one control frame.
+pub const PROVIDER_IO_MAX: u64 = 1 << 20;
+
 /// The NOP class's one knob.
 pub const NOP_DEBUG: &str = "kern.geom.nop.debug";
 
@@ -1138,8 +1142,27 @@ impl Owner {
                 self.stopping = true;
                 Answer::Done
             }
-            Err(e) => failed(e),
+            // FreeBSD's first line stays the tool's; the text says which provider holds
+            // it, for the tool to add as a second line.
+            Err(e) => Answer::Failed {
+                errno: e.0,
+                text: self.open_providers(),
+            },
         }
+    }
+
+    /// `multipath/FRED is open (r1w1e0).` for each open multipath provider, one a line.
+    fn open_providers(&self) -> String {
+        self.class
+            .geoms()
+            .filter_map(|g| self.class.geom(g))
+            .filter(|v| v.access_counts() != (0, 0, 0))
+            .map(|v| {
+                let (r, w, e) = v.access_counts();
+                format!("multipath/{} is open (r{r}w{w}e{e}).", v.name())
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// A provider read or write on behalf of a tool (label, clear); `closes_for_write`
@@ -1151,8 +1174,29 @@ impl Owner {
         op: ProviderOp,
         closes_for_write: bool,
     ) -> Answer {
-        if self.providers.info(name).is_none() {
+        let Some(info) = self.providers.info(name) else {
             return failed(Errno(libc::ENOENT));
+        };
+        // One answer frame holds at most PROVIDER_IO_MAX bytes; a request for more, for
+        // nothing, or past the end is the caller's mistake, said as such.
+        let len = match &op {
+            ProviderOp::Read(len) => *len as u64,
+            ProviderOp::Write(data) => data.len() as u64,
+        };
+        if len == 0
+            || len > PROVIDER_IO_MAX
+            || offset
+                .checked_add(len)
+                .is_none_or(|end| end > info.mediasize)
+        {
+            return Answer::Failed {
+                errno: libc::EINVAL,
+                text: format!(
+                    "{name}: {len} bytes at {offset}: the length must be 1 to \
+                     {PROVIDER_IO_MAX} bytes within the provider's {} bytes",
+                    info.mediasize
+                ),
+            };
         }
         let w = i32::from(closes_for_write);
         match self.providers.access(name, Consumer::Control, 1, w, 0) {
