@@ -4,6 +4,8 @@
 //! opened with [`Class::access`] as a filesystem would. Requests are reads, so Active/Read
 //! takes the spreading path like Active/Active; the paths stay idle between requests, which
 //! is the worst case for Active/Active (every good path is scanned and aged each time).
+//! The `selector` group routes Active/Active reads at 8 paths with each path selector
+//! (FreeBSD's least-busy, round-robin with a batch of 1 and of 16, service-time).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use geom_multipath::testkit::MemTopology;
@@ -52,5 +54,25 @@ fn start_done(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, start_done);
+fn selectors(c: &mut Criterion) {
+    let mut group = c.benchmark_group("selector");
+    for selector in ["least-busy", "round-robin:1", "round-robin:16", "service-time"] {
+        group.bench_with_input(BenchmarkId::new(selector, 8), &8, |b, &n| {
+            let (mut class, mut topo, geom) = open_geom(n, Mode::ActiveActive);
+            let reply = topo.configure(&mut class, "BENCH", &[("selector", selector)]);
+            assert_eq!(reply.error, "", "configure");
+            let mut token = 0u64;
+            b.iter(|| {
+                token += 1;
+                let mut bio = Bio::new(token, geom, Op::Read, token << 12, 4096);
+                let path = class.start(black_box(&mut bio)).expect("a good path");
+                black_box(path);
+                black_box(class.done(&mut bio, Ok(())))
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, start_done, selectors);
 criterion_main!(benches);
