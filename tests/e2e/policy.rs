@@ -188,3 +188,32 @@ fn destroy_while_requests_wait_answers_them_at_once() {
         .iter()
         .any(|m| m == "GEOM_MULTIPATH: FRED stopped queueing: 0 requests resumed, 1 failed"));
 }
+
+#[test]
+fn per_geom_settings_from_the_tunables_file_apply_when_the_geom_appears() {
+    if !root_or_skip("per_geom_conf") {
+        return;
+    }
+    let scratch = gmultipath_e2e::Scratch::new("per_geom_conf");
+    let img = scratch.image("disk.img", 16 << 20);
+    let (a, b) = (
+        gmultipath_e2e::Loop::attach(&img),
+        gmultipath_e2e::Loop::attach(&img),
+    );
+    let conf = scratch.dir.join("gmultipathd.conf");
+    std::fs::write(
+        &conf,
+        "kern.geom.multipath.geom.FRED.selector=round-robin:4\n\
+         kern.geom.multipath.geom.FRED.queue_timeout=10\n",
+    )
+    .unwrap();
+    let conf = conf.display().to_string();
+    let d = Daemon::start_with(&scratch, &["--config", &conf]);
+    d.gmultipath(&["create", "-A", "FRED", &a.name, &b.name])
+        .ok();
+    let listed = d.gmultipath(&["list", "FRED"]).ok().to_string();
+    assert!(
+        listed.contains("State: OPTIMAL\nQueueTimeout: 10\nSelector: round-robin:4\n"),
+        "{listed}"
+    );
+}

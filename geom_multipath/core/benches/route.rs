@@ -9,7 +9,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use geom_multipath::testkit::MemTopology;
-use geom_multipath::{Bio, Class, GeomId, Mode, Op};
+use geom_multipath::{Bio, Class, Done, GeomId, Mode, Op};
 
 /// A class with one open geom of `n` paths in `mode`.
 fn open_geom(n: usize, mode: Mode) -> (Class, MemTopology, GeomId) {
@@ -30,6 +30,15 @@ fn open_geom(n: usize, mode: Mode) -> (Class, MemTopology, GeomId) {
     (class, topo, geom)
 }
 
+/// One 4 KiB read routed and completed: the measured unit.
+fn route_one(class: &mut Class, geom: GeomId, token: &mut u64) -> Done {
+    *token += 1;
+    let mut bio = Bio::new(*token, geom, Op::Read, *token << 12, 4096);
+    let path = class.start(black_box(&mut bio)).expect("a good path");
+    black_box(path);
+    black_box(class.done(&mut bio, Ok(())))
+}
+
 fn start_done(c: &mut Criterion) {
     let mut group = c.benchmark_group("start_done");
     for (label, mode) in [
@@ -41,13 +50,7 @@ fn start_done(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, &n| {
                 let (mut class, _topo, geom) = open_geom(n, mode);
                 let mut token = 0u64;
-                b.iter(|| {
-                    token += 1;
-                    let mut bio = Bio::new(token, geom, Op::Read, token << 12, 4096);
-                    let path = class.start(black_box(&mut bio)).expect("a good path");
-                    black_box(path);
-                    black_box(class.done(&mut bio, Ok(())))
-                });
+                b.iter(|| route_one(&mut class, geom, &mut token));
             });
         }
     }
@@ -56,19 +59,18 @@ fn start_done(c: &mut Criterion) {
 
 fn selectors(c: &mut Criterion) {
     let mut group = c.benchmark_group("selector");
-    for selector in ["least-busy", "round-robin:1", "round-robin:16", "service-time"] {
+    for selector in [
+        "least-busy",
+        "round-robin:1",
+        "round-robin:16",
+        "service-time",
+    ] {
         group.bench_with_input(BenchmarkId::new(selector, 8), &8, |b, &n| {
             let (mut class, mut topo, geom) = open_geom(n, Mode::ActiveActive);
             let reply = topo.configure(&mut class, "BENCH", &[("selector", selector)]);
             assert_eq!(reply.error, "", "configure");
             let mut token = 0u64;
-            b.iter(|| {
-                token += 1;
-                let mut bio = Bio::new(token, geom, Op::Read, token << 12, 4096);
-                let path = class.start(black_box(&mut bio)).expect("a good path");
-                black_box(path);
-                black_box(class.done(&mut bio, Ok(())))
-            });
+            b.iter(|| route_one(&mut class, geom, &mut token));
         });
     }
     group.finish();

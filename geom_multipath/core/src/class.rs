@@ -218,6 +218,9 @@ pub struct Class {
     pub(crate) clock_wanted: bool,
     /// Requests waiting for a path, over every geom.
     pub(crate) waiting_total: usize,
+    /// `configure` settings the driver keeps across restarts, by geom name: a geom of that
+    /// name starts with them ([`Class::preset`]).
+    pub(crate) presets: alloc::collections::BTreeMap<String, Settings>,
 }
 
 impl Default for Class {
@@ -242,6 +245,7 @@ impl Class {
             now: 0,
             clock_wanted: false,
             waiting_total: 0,
+            presets: alloc::collections::BTreeMap::new(),
         }
     }
 

@@ -18,7 +18,6 @@ use crate::event::{Message, Probe};
 use crate::health::Health;
 use crate::metadata::{self, Metadata};
 use crate::queue::Waiting;
-use crate::settings::Settings;
 use crate::state::Mode;
 use crate::timer::{Stamp, SEC};
 use crate::topology::{Deferred, GeomId, PathId, ProviderInfo, Topology};
@@ -92,7 +91,7 @@ impl Class {
             size: md.size,
             provider,
             members: vec::Vec::new(),
-            settings: Settings::default(),
+            settings: self.presets.get(md.name).copied().unwrap_or_default(),
             preferred: None,
             next_check: None,
             next_sample: None,

@@ -15,7 +15,7 @@ use crate::ctl::{CtlError, Request};
 use crate::event::{Message, Probe};
 use crate::lifecycle::{Destroyed, NewGeom};
 use crate::metadata::{self, Metadata, VERSION};
-use crate::settings::{Setting, Settings};
+use crate::settings::{BadValue, Setting, Settings};
 use crate::state::Mode;
 use crate::topology::{GeomId, Topology};
 
@@ -271,6 +271,24 @@ impl Class {
             let path = self.live_path(active).name.clone();
             req.error(CtlError::CantUpdateMetadata(path, e));
         }
+    }
+
+    /// Sets one `configure` extension of the geom called `name` from the driver's saved
+    /// configuration (the host's tunables file): a geom of that name, now or later (create,
+    /// taste), has it, as if `configure` had set it. A bad value changes nothing.
+    pub fn preset(&mut self, name: &str, setting: Setting, value: &str) -> Result<(), BadValue> {
+        let mut preset = self.presets.get(name).copied().unwrap_or_default();
+        preset.apply(setting, value)?;
+        self.presets.insert(String::from(name), preset);
+        if let Some(geom) = self.find_geom(name) {
+            let mut now = self.live_geom(geom).settings;
+            now.apply(setting, value)?;
+            self.live_geom_mut(geom).settings = now;
+            if now.queue_timeout(&self.tunables) == 0 {
+                self.fail_waiting(geom);
+            }
+        }
+        Ok(())
     }
 
     /// The geom's settings with the `configure` extensions of `req` applied; `None` (and

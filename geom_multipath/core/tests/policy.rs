@@ -554,3 +554,33 @@ fn settings_are_listed_only_when_set_and_bad_values_change_nothing() {
 fn the_held_word_is_a_path_state() {
     assert_eq!(PathState::Held.to_string(), "HELD");
 }
+
+#[test]
+fn a_preset_applies_to_the_geom_now_and_to_one_created_later() {
+    let mut f = Fabric::create(2, Mode::ActiveActive);
+    use geom_multipath::settings::Setting;
+    f.class
+        .preset("FRED", Setting::Selector, "round-robin:2")
+        .unwrap();
+    assert_eq!(
+        f.class.geom(f.geom()).unwrap().selector(),
+        Selector::RoundRobin(2)
+    );
+    assert!(f
+        .class
+        .preset("FRED", Setting::Selector, "fastest")
+        .is_err());
+    assert_eq!(
+        f.class.geom(f.geom()).unwrap().selector(),
+        Selector::RoundRobin(2)
+    );
+    let mut f = Fabric::create(2, Mode::ActivePassive);
+    f.class.preset("FRED", Setting::QueueTimeout, "7").unwrap();
+    f.verb("stop", &[]);
+    f.apply(Action::Return("md0".into()));
+    let geom = f.class.find_geom("FRED").expect("created again");
+    assert_eq!(
+        f.class.geom(geom).unwrap().settings().queue_timeout,
+        Some(7)
+    );
+}

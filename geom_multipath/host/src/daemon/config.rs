@@ -5,6 +5,7 @@
 
 use std::path::Path;
 
+use geom_multipath::settings::{Setting, Settings};
 use geom_multipath::sysctl::{self, Knob, Values};
 
 use crate::owner::PerPath;
@@ -26,6 +27,20 @@ pub struct Tunables {
     /// Per-provider settings (`kern.geom.multipath.io_timeout.<provider>`,
     /// `kern.geom.multipath.quiesce_time.<provider>`), as written.
     pub per_path: Vec<(PerPath, String, String)>,
+    /// Per-geom `configure` settings (`kern.geom.multipath.geom.<geom>.<setting>`), checked,
+    /// as written.
+    pub per_geom: Vec<(String, Setting, String)>,
+}
+
+/// The prefix of a per-geom setting's name.
+pub const GEOM_PREFIX: &str = "kern.geom.multipath.geom.";
+
+/// The geom and setting `name` stands for, if it is `kern.geom.multipath.geom.<geom>.<s>`
+/// where `<s>` is a `configure` setting's parameter (`selector`, `queue_timeout`, …).
+fn per_geom(name: &str) -> Option<(&str, Option<Setting>)> {
+    let rest = name.strip_prefix(GEOM_PREFIX)?;
+    let (geom, param) = rest.rsplit_once('.')?;
+    Some((geom, Setting::ALL.into_iter().find(|s| s.param() == param)))
 }
 
 /// Parses `text` on top of `base`; returns the values and the lines that were skipped.
@@ -38,6 +53,7 @@ pub fn parse(text: &str, base: Values) -> (Values, Vec<Problem>) {
 pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
     let mut values = base;
     let mut per_path = Vec::new();
+    let mut per_geom_settings = Vec::new();
     let mut problems = Vec::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.split('#').next().unwrap_or("").trim();
@@ -50,6 +66,19 @@ pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
             continue;
         };
         let name = name.trim();
+        if let Some((geom, setting)) = per_geom(name) {
+            let value = value.trim();
+            match setting {
+                Some(s) if !geom.is_empty() && Settings::default().apply(s, value).is_ok() => {
+                    per_geom_settings.push((geom.to_string(), s, value.to_string()))
+                }
+                Some(s) if !geom.is_empty() => {
+                    problem(format!("{name}: Invalid {} value '{value}'", s.param()))
+                }
+                _ => problem(format!("unknown oid '{name}'")),
+            }
+            continue;
+        }
         if let Some((kind, provider)) = PerPath::parse(name) {
             match PerPath::check(value) {
                 Ok(_) if !provider.is_empty() => {
@@ -68,7 +97,14 @@ pub fn parse_all(text: &str, base: Values) -> (Tunables, Vec<Problem>) {
             problem(format!("{name}: {e}"));
         }
     }
-    (Tunables { values, per_path }, problems)
+    (
+        Tunables {
+            values,
+            per_path,
+            per_geom: per_geom_settings,
+        },
+        problems,
+    )
 }
 
 /// Like [`parse_all`], for the file's bytes: a line that is not UTF-8 is reported and
@@ -145,6 +181,37 @@ kern.geom.multipath.debug=x
         assert_eq!(lines, [5, 6, 7, 8]);
         assert_eq!(problems[1].text, "unknown oid 'kern.geom.mirror.debug'");
         assert!(problems[3].text.contains("Invalid argument"));
+    }
+
+    #[test]
+    fn per_geom_settings_are_checked_and_kept() {
+        let text = "kern.geom.multipath.geom.FRED.selector=service-time\n\
+                    kern.geom.multipath.geom.my.geom.queue_timeout= 10\n\
+                    kern.geom.multipath.geom.FRED.selector=fastest\n\
+                    kern.geom.multipath.geom.FRED.color=red\n\
+                    kern.geom.multipath.geom..failback=immediate\n";
+        let (t, problems) = parse_all(text, Values::default());
+        assert_eq!(
+            t.per_geom,
+            [
+                (
+                    "FRED".to_string(),
+                    Setting::Selector,
+                    "service-time".to_string()
+                ),
+                (
+                    "my.geom".to_string(),
+                    Setting::QueueTimeout,
+                    "10".to_string()
+                ),
+            ]
+        );
+        let lines: Vec<usize> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [3, 4, 5]);
+        assert_eq!(
+            problems[0].text,
+            "kern.geom.multipath.geom.FRED.selector: Invalid selector value 'fastest'"
+        );
     }
 
     #[test]

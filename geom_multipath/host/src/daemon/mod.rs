@@ -302,6 +302,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
         config::Tunables {
             values: tunables,
             per_path,
+            per_geom,
         },
         problems,
     ) = config::load(&args.config).with_context(|| format!("reading {}", args.config.display()))?;
@@ -341,6 +342,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
     let mut owner = Owner::new(settings, exports.clone(), handle.clone());
     for (kind, provider, secs) in &per_path {
         let _ = owner.set_per_path(*kind, provider, secs);
+    }
+    for (geom, setting, value) in &per_geom {
+        owner.preset_geom(geom, *setting, value);
     }
     for uri in &args.nbd_paths {
         owner.supervise_nbd(uri);
@@ -391,6 +395,9 @@ fn apply_reload(
             }
             for (kind, provider, secs) in &tunables.per_path {
                 let _ = owner.set_per_path(*kind, provider, secs);
+            }
+            for (geom, setting, value) in &tunables.per_geom {
+                owner.preset_geom(geom, *setting, value);
             }
             let values = tunables.values;
             for knob in config::changed(owner.class().tunables(), &values) {

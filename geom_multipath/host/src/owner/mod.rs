@@ -1225,6 +1225,20 @@ impl Owner {
         result.unwrap_or_else(failed)
     }
 
+    /// Gives geom `name` (now, or when it appears) a `configure` setting from the tunables
+    /// file; the value was checked when the file was read.
+    pub fn preset_geom(
+        &mut self,
+        name: &str,
+        setting: geom_multipath::settings::Setting,
+        value: &str,
+    ) {
+        if self.class.preset(name, setting, value).is_err() {
+            tracing::warn!("{name}: invalid {} value '{value}'", setting.param());
+        }
+        self.drain();
+    }
+
     /// Replaces the tunables (config file at start).
     pub fn set_tunable(&mut self, knob: Knob, value: u32) -> Result<u32, sysctl::SetError> {
         self.class.tunables_mut().set(knob, value)
