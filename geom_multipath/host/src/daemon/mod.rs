@@ -12,7 +12,7 @@
 //!   watcher, private device nodes. A restart after a crash cleans up what the dead daemon
 //!   left: a stale socket, a dead FUSE mount (ENOTCONN), stale private nodes.
 //! * FreeBSD (`daemon/freebsd.rs`): signals through a kqueue, the GEOM Gate export
-//!   ([`crate::export::ggate`]), `kern.disks` and devd ([`crate::discovery::disks`], [`crate::discovery::devd`]),
+//!   ([`crate::export::ggate`]), `kern.disks` and devd (`discovery::disks`, `discovery::devd`),
 //!   and the Capsicum sandbox ([`crate::daemon::sandbox`]). A restart takes over the gate devices
 //!   the dead daemon left.
 
