@@ -64,6 +64,7 @@ use geom_multipath_sys::ggate::{
     Finished, GateSpec, Started, BIO_DELETE, BIO_FLUSH, BIO_READ, BIO_WRITE, G_GATE_FLAG_READONLY,
 };
 
+use crate::export::access::{is_ready, AccessGuard};
 use crate::msg::exports::{Export, SharedExports, WatchId};
 use crate::msg::{IoOp, IoReply, IoRequest, OwnerHandle};
 use crate::path::device::IoBuf;
@@ -266,8 +267,8 @@ struct Gate {
     export: Export,
     /// The kernel's unit number.
     unit: i32,
-    /// Access r1w1 (else r1 and a read-only device).
-    writable: bool,
+    /// Access r1w1 (else r1 and a read-only device), given back once the device is gone.
+    access: AccessGuard,
     /// Workers still running.
     alive: Arc<AtomicUsize>,
     workers: Vec<JoinHandle<()>>,
@@ -300,11 +301,6 @@ fn manage(shared: &Shared, woken: &Receiver<Wake>) {
     }
 }
 
-/// A provider is exported once it has a size.
-fn ready(e: &Export) -> bool {
-    e.mediasize > 0 && e.sectorsize > 0
-}
-
 /// Brings the devices in step with the table.
 fn reconcile(shared: &Shared, gates: &mut BTreeMap<GeomId, Gate>, failing: &mut Failing) {
     let wanted: BTreeMap<GeomId, Export> = shared
@@ -312,7 +308,7 @@ fn reconcile(shared: &Shared, gates: &mut BTreeMap<GeomId, Gate>, failing: &mut 
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .iter()
-        .filter(|e| ready(e))
+        .filter(|e| is_ready(e))
         .map(|e| (e.geom, e.clone()))
         .collect();
     failing.retain(|geom, _| wanted.contains_key(geom));
@@ -384,14 +380,9 @@ fn device_name(shared: &Shared, export: &Export) -> String {
 /// Takes access on the provider and makes (or takes over) its gate device.
 fn create(shared: &Shared, export: &Export) -> Result<Gate, String> {
     let name = device_name(shared, export);
-    let writable = match shared.owner.access(export.geom, 1, 1, 0) {
-        Ok(()) => true,
-        Err(Errno::EPERM) => match shared.owner.access(export.geom, 1, 0, 0) {
-            Ok(()) => false,
-            Err(e) => return Err(format!("{name}: access: {}", strerror(e))),
-        },
-        Err(e) => return Err(format!("{name}: access: {}", strerror(e))),
-    };
+    let access = AccessGuard::read_write_or_read_only(&shared.owner, export)
+        .map_err(|e| format!("{name}: access: {}", strerror(e)))?;
+    let writable = access.writable();
     let spec = GateSpec {
         name: name.clone(),
         mediasize: export.mediasize,
@@ -403,15 +394,9 @@ fn create(shared: &Shared, export: &Export) -> Result<Gate, String> {
         Ok(unit) => unit,
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => match take_over(shared, &spec) {
             Ok(unit) => unit,
-            Err(e) => {
-                give_back(shared, export, writable);
-                return Err(format!("{name}: taking over the existing device: {e}"));
-            }
+            Err(e) => return Err(format!("{name}: taking over the existing device: {e}")),
         },
-        Err(e) => {
-            give_back(shared, export, writable);
-            return Err(format!("{name}: creating the GATE device: {e}"));
-        }
+        Err(e) => return Err(format!("{name}: creating the GATE device: {e}")),
     };
     if !writable {
         tracing::info!("{name}: exported read-only (writing is refused)");
@@ -442,7 +427,7 @@ fn create(shared: &Shared, export: &Export) -> Result<Gate, String> {
     let gate = Gate {
         export: export.clone(),
         unit,
-        writable,
+        access,
         alive,
         workers,
     };
@@ -477,18 +462,7 @@ fn remove(shared: &Shared, gate: Gate) {
     for w in gate.workers {
         let _ = w.join();
     }
-    give_back(shared, &gate.export, gate.writable);
-}
-
-fn give_back(shared: &Shared, export: &Export, writable: bool) {
-    let dw = if writable { -1 } else { 0 };
-    if let Err(e) = shared.owner.access(export.geom, -1, dw, 0) {
-        tracing::debug!(
-            "{}{}: access -1,{dw},0 failed: {e:?}",
-            shared.options.prefix,
-            export.name
-        );
-    }
+    drop(gate.access); // the workers are gone: the access goes back
 }
 
 fn strerror(e: Errno) -> String {

@@ -4,17 +4,15 @@
 //! them), and each release gives the access back.
 
 use super::*;
+use crate::export::access::AccessGuard;
 
-/// What an open file handle holds.
-#[derive(Clone, Debug)]
+/// What an open file handle holds: the provider as it was at open (its geom is the one
+/// requests go to, even if a new provider of the same name appears), and the access its
+/// open mode took, given back when the handle goes.
+#[derive(Debug)]
 pub(super) struct Handle {
-    /// The provider as it was at open (its geom is the one requests go to, even if a new
-    /// provider of the same name appears).
     pub(super) export: Export,
-    /// Read access taken.
-    pub(super) r: bool,
-    /// Write access taken.
-    pub(super) w: bool,
+    pub(super) _access: AccessGuard,
 }
 
 /// The FUSE file system: the export table seen as a directory.
@@ -129,12 +127,13 @@ impl MultipathFs {
         self.table().by_ino(ino.0).cloned()
     }
 
-    pub(super) fn handle(&self, fh: FileHandle) -> Option<Handle> {
+    /// The provider open handle `fh` was opened on, as it was then.
+    pub(super) fn handle(&self, fh: FileHandle) -> Option<Export> {
         self.handles
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&fh.0)
-            .cloned()
+            .map(|h| h.export.clone())
     }
 
     /// The provider of inode `ino` as it was when one of its open handles was opened.
@@ -148,10 +147,10 @@ impl MultipathFs {
     }
 
     /// The provider's current size and sector size (its size at open if it withered).
-    pub(super) fn geometry(&self, h: &Handle) -> (u64, u32) {
+    pub(super) fn geometry(&self, opened: &Export) -> (u64, u32) {
         self.table()
-            .by_geom(h.export.geom)
-            .map_or((h.export.mediasize, h.export.sectorsize), |e| {
+            .by_geom(opened.geom)
+            .map_or((opened.mediasize, opened.sectorsize), |e| {
                 (e.mediasize, e.sectorsize)
             })
     }
@@ -196,17 +195,6 @@ impl MultipathFs {
         }
     }
 
-    /// Gives back the access `h` holds.
-    pub(super) fn give_back(&self, h: &Handle) {
-        let (dr, dw) = (-i32::from(h.r), -i32::from(h.w));
-        if let Err(e) = self.owner.access(h.export.geom, dr, dw, 0) {
-            tracing::debug!(
-                "closing multipath/{}: access {dr},{dw},0 failed: {e:?}",
-                h.export.name
-            );
-        }
-    }
-
     /// Sends a data request whose answer is a success without data.
     pub(super) fn io_done(&self, geom: GeomId, op: IoOp, offset: u64, reply: ReplyEmpty) {
         self.owner.io(IoRequest {
@@ -245,9 +233,7 @@ impl Filesystem for MultipathFs {
             .drain()
             .map(|(_, h)| h)
             .collect();
-        for h in &left {
-            self.give_back(h);
-        }
+        drop(left);
         let _ = self.ended.try_send(());
     }
 
@@ -310,17 +296,21 @@ impl Filesystem for MultipathFs {
             OpenAccMode::O_WRONLY => (false, true),
             OpenAccMode::O_RDWR => (true, true),
         };
-        if let Err(e) = self
-            .owner
-            .access(export.geom, i32::from(r), i32::from(w), 0)
-        {
-            return reply.error(errno(e));
-        }
+        let access = match AccessGuard::take(&self.owner, &export, r, w) {
+            Ok(access) => access,
+            Err(e) => return reply.error(errno(e)),
+        };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .insert(fh, Handle { export, r, w });
+            .insert(
+                fh,
+                Handle {
+                    export,
+                    _access: access,
+                },
+            );
         reply.opened(
             FileHandle(fh),
             FopenFlags::FOPEN_DIRECT_IO
@@ -344,9 +334,7 @@ impl Filesystem for MultipathFs {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&fh.0);
-        if let Some(h) = h {
-            self.give_back(&h);
-        }
+        drop(h); // gives the access back
         reply.ok();
     }
 
@@ -374,7 +362,7 @@ impl Filesystem for MultipathFs {
         let (start, span, skip) = covering(offset, len, sectorsize);
         let buf = IoBuf::to_fill(span as usize);
         self.owner.io(IoRequest {
-            geom: h.export.geom,
+            geom: h.geom,
             op: IoOp::Read(buf),
             offset: start,
             reply: Box::new(move |r| match r {
@@ -408,7 +396,7 @@ impl Filesystem for MultipathFs {
             Err(e) => return reply.error(e),
         };
         self.owner.io(IoRequest {
-            geom: h.export.geom,
+            geom: h.geom,
             op: IoOp::Write(IoBuf::from_slice(&data[..len])),
             offset,
             reply: Box::new(move |r| match r {
@@ -439,7 +427,7 @@ impl Filesystem for MultipathFs {
         reply: ReplyEmpty,
     ) {
         match self.handle(fh) {
-            Some(h) => self.io_done(h.export.geom, IoOp::Flush, 0, reply),
+            Some(h) => self.io_done(h.geom, IoOp::Flush, 0, reply),
             None => reply.error(Errno::EBADF),
         }
     }
@@ -473,7 +461,7 @@ impl Filesystem for MultipathFs {
         };
         let (mediasize, sectorsize) = self.geometry(&h);
         match clamp_delete(offset, length, mediasize, sectorsize) {
-            Ok(len) => self.io_done(h.export.geom, IoOp::Delete(len), offset, reply),
+            Ok(len) => self.io_done(h.geom, IoOp::Delete(len), offset, reply),
             Err(e) => reply.error(e),
         }
     }

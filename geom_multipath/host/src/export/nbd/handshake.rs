@@ -33,13 +33,17 @@ pub(super) fn serve_connection(
     tracing::debug!(
         "NBD: multipath/{} opened{}",
         session.export.name,
-        if session.read_only { " read-only" } else { "" }
+        if session.read_only() {
+            " read-only"
+        } else {
+            ""
+        }
     );
     let result = stream
         .set_read_timeout(None)
         .map_err(anyhow::Error::from)
         .and_then(|()| transmission(shared, &session, rd, wr, stream));
-    shared.close(&session);
+    drop(session); // every reply is sent: the access goes back
     result
 }
 
@@ -126,10 +130,7 @@ pub(super) fn handshake(
                     flags: session.flags(),
                 }
                 .encode(no_zeroes);
-                if let Err(e) = wr.write_all(&reply) {
-                    shared.close(&session);
-                    return Err(e.into());
-                }
+                wr.write_all(&reply)?;
                 return Ok(Some(session));
             }
             ClientOption::Abort => {
@@ -223,7 +224,7 @@ pub(super) fn info_or_go(
         None
     };
     // INFO cannot know whether writing will be refused: it describes a writable export.
-    let flags = transmission_flags(session.as_ref().is_some_and(|s| s.read_only));
+    let flags = transmission_flags(session.as_ref().is_some_and(|s| s.read_only()));
     let mut replies = vec![
         OptionReply::Info(Info::Export {
             size: export.mediasize,
@@ -241,11 +242,6 @@ pub(super) fn info_or_go(
         ))));
     }
     replies.push(OptionReply::Ack);
-    if let Err(e) = send_replies(wr, code, &replies) {
-        if let Some(s) = &session {
-            shared.close(s);
-        }
-        return Err(e.into());
-    }
+    send_replies(wr, code, &replies)?;
     Ok(session)
 }

@@ -46,7 +46,7 @@ impl Listeners {
             let table = shared.table();
             let wanted = table
                 .iter()
-                .filter(|e| ready(e) && socket_name_ok(&dir, &e.name))
+                .filter(|e| is_ready(e) && socket_name_ok(&dir, &e.name))
                 .map(|e| e.name.clone())
                 .collect();
             (table.generation(), wanted)

@@ -72,6 +72,7 @@ use crossbeam_channel::{Receiver, Sender};
 use geom_multipath::{Errno, GeomId};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
+use crate::export::access::{is_ready, AccessGuard};
 use crate::msg::exports::{Export, SharedExports, WatchId};
 use crate::msg::{IoOp, IoReply, IoRequest, OwnerHandle};
 use crate::nbd_proto::Stream;
@@ -353,11 +354,6 @@ struct Shared {
     live_changed: Condvar,
 }
 
-/// A provider can be exported once it has a size.
-fn ready(e: &Export) -> bool {
-    e.mediasize > 0 && e.sectorsize > 0
-}
-
 impl Shared {
     fn table(&self) -> std::sync::RwLockReadGuard<'_, crate::msg::exports::Exports> {
         self.exports.read().unwrap_or_else(PoisonError::into_inner)
@@ -374,7 +370,7 @@ impl Shared {
             Target::Named(n) => table.get(n),
             Target::Any => table.get(name),
         };
-        found.filter(|e| ready(e)).cloned()
+        found.filter(|e| is_ready(e)).cloned()
     }
 
     /// What `NBD_OPT_LIST` shows.
@@ -383,41 +379,18 @@ impl Shared {
         match target {
             Target::Named(n) => table
                 .get(n)
-                .filter(|e| ready(e))
+                .filter(|e| is_ready(e))
                 .cloned()
                 .into_iter()
                 .collect(),
-            Target::Any => table.iter().filter(|e| ready(e)).cloned().collect(),
+            Target::Any => table.iter().filter(|e| is_ready(e)).cloned().collect(),
         }
     }
 
     /// Takes access for a session: r1w1, or r1 (read-only) if writing is refused.
     fn open(&self, export: Export) -> Result<Session, Errno> {
-        match self.owner.access(export.geom, 1, 1, 0) {
-            Ok(()) => Ok(Session {
-                export,
-                read_only: false,
-            }),
-            Err(Errno::EPERM) => {
-                self.owner.access(export.geom, 1, 0, 0)?;
-                Ok(Session {
-                    export,
-                    read_only: true,
-                })
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Gives a session's access back.
-    fn close(&self, s: &Session) {
-        let dw = if s.read_only { 0 } else { -1 };
-        if let Err(e) = self.owner.access(s.export.geom, -1, dw, 0) {
-            tracing::debug!(
-                "NBD: closing multipath/{}: access -1,{dw},0 failed: {e:?}",
-                s.export.name
-            );
-        }
+        let access = AccessGuard::read_write_or_read_only(&self.owner, &export)?;
+        Ok(Session { export, access })
     }
 
     /// The provider's current size and sector size (as at open if it withered).
@@ -435,13 +408,18 @@ impl Shared {
 struct Session {
     /// The provider as it was at open; requests go to its geom.
     export: Export,
-    /// Only r1 was taken.
-    read_only: bool,
+    /// r1w1, or only r1; given back when the session ends.
+    access: AccessGuard,
 }
 
 impl Session {
     fn flags(&self) -> u16 {
-        transmission_flags(self.read_only)
+        transmission_flags(self.read_only())
+    }
+
+    /// Only r1 was taken: writing was refused.
+    fn read_only(&self) -> bool {
+        !self.access.writable()
     }
 }
 

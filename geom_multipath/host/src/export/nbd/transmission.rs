@@ -243,7 +243,7 @@ impl Requests<'_> {
             req.command,
             Command::Write | Command::Trim | Command::WriteZeroes
         );
-        if writes && self.session.read_only {
+        if writes && self.session.read_only() {
             return Err(Errno::EPERM);
         }
         if matches!(req.command, Command::Flush) {
