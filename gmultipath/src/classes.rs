@@ -388,25 +388,7 @@ mod tests {
     fn gmultipath_usage_is_freebsds() {
         assert_eq!(
             MULTIPATH.usage("gmultipath"),
-            "usage: gmultipath create [-vAR] name prov ...
-       gmultipath label [-vAR] name prov ...
-       gmultipath configure [-vAPR] [-c check_interval] [-f failback] [-q queue_timeout] [-r reinstate] [-s selector] name
-       gmultipath add [-v] name prov
-       gmultipath remove [-v] name prov
-       gmultipath prefer [-v] prov ...
-       gmultipath fail [-v] name prov
-       gmultipath restore [-v] name prov
-       gmultipath rotate [-v] name
-       gmultipath getactive [-v] name
-       gmultipath destroy [-v] name
-       gmultipath stop [-v] name
-       gmultipath clear [-v] prov ...
-       gmultipath help
-       gmultipath list [-a] [name ...]
-       gmultipath status [-ags] [name ...]
-       gmultipath load [-v]
-       gmultipath unload [-v]
-"
+            include_str!("../tests/golden/usage.txt")
         );
     }
 

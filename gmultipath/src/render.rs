@@ -653,31 +653,8 @@ mod tests {
         }
     }
 
-    const FRED_LIST: &str = "\
-Geom name: FRED
-Type: MANUAL
-Mode: Active/Passive
-UUID: (null)
-State: OPTIMAL
-Providers:
-1. Name: multipath/FRED
-   Mediasize: 1048576 (1.0M)
-   Sectorsize: 512
-   Mode: r0w0e0
-   State: OPTIMAL
-Consumers:
-1. Name: md0
-   Mediasize: 1048576 (1.0M)
-   Sectorsize: 512
-   Mode: r1w1e1
-   State: ACTIVE
-2. Name: md1
-   Mediasize: 1048576 (1.0M)
-   Sectorsize: 512
-   Mode: r1w1e1
-   State: PASSIVE
-
-";
+    /// The golden `list` of FRED, shared with the CLI tests.
+    const FRED_LIST: &str = include_str!("../tests/golden/fred_list.txt");
 
     fn ok(rendered: Rendered) -> String {
         assert_eq!(rendered.error, None, "unexpected error");

@@ -182,25 +182,8 @@ fn fails(fake: &mut Fake, cmdline: &str) -> (String, String) {
     (o.out, o.err)
 }
 
-const USAGE: &str = "usage: gmultipath create [-vAR] name prov ...
-       gmultipath label [-vAR] name prov ...
-       gmultipath configure [-vAPR] [-c check_interval] [-f failback] [-q queue_timeout] [-r reinstate] [-s selector] name
-       gmultipath add [-v] name prov
-       gmultipath remove [-v] name prov
-       gmultipath prefer [-v] prov ...
-       gmultipath fail [-v] name prov
-       gmultipath restore [-v] name prov
-       gmultipath rotate [-v] name
-       gmultipath getactive [-v] name
-       gmultipath destroy [-v] name
-       gmultipath stop [-v] name
-       gmultipath clear [-v] prov ...
-       gmultipath help
-       gmultipath list [-a] [name ...]
-       gmultipath status [-ags] [name ...]
-       gmultipath load [-v]
-       gmultipath unload [-v]
-";
+/// gmultipath(8)'s usage text, shared with the unit tests.
+const USAGE: &str = include_str!("golden/usage.txt");
 
 #[test]
 fn usage_and_command_errors() {
@@ -381,30 +364,7 @@ fn list_status_and_getactive_golden_text() {
     ok(&mut f, "gmultipath create FRED md0 md1");
     assert_eq!(
         ok(&mut f, "gmultipath list"),
-        "Geom name: FRED
-Type: MANUAL
-Mode: Active/Passive
-UUID: (null)
-State: OPTIMAL
-Providers:
-1. Name: multipath/FRED
-   Mediasize: 1048576 (1.0M)
-   Sectorsize: 512
-   Mode: r0w0e0
-   State: OPTIMAL
-Consumers:
-1. Name: md0
-   Mediasize: 1048576 (1.0M)
-   Sectorsize: 512
-   Mode: r1w1e1
-   State: ACTIVE
-2. Name: md1
-   Mediasize: 1048576 (1.0M)
-   Sectorsize: 512
-   Mode: r1w1e1
-   State: PASSIVE
-
-"
+        include_str!("golden/fred_list.txt")
     );
     assert_eq!(
         ok(&mut f, "gmultipath status"),

@@ -42,4 +42,5 @@ pub mod owner;
 pub mod path;
 pub use geom_multipath_sys as sys;
 #[cfg(any(test, feature = "testkit"))]
+#[allow(missing_docs)] // test doubles: their fields are what the tests count
 pub mod testkit;

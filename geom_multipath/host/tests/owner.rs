@@ -11,7 +11,8 @@ use geom_multipath_host::msg::exports::{Exports, SharedExports};
 use geom_multipath_host::msg::{self, IoOp, IoReply, IoRequest, OwnerHandle};
 use geom_multipath_host::owner::providers::Source;
 use geom_multipath_host::owner::{self, Owner, Settings, Sources};
-use geom_multipath_host::path::device::{Device, IoBuf, MemDevice, MemFaults};
+use geom_multipath_host::path::device::{Device, IoBuf};
+use geom_multipath_host::testkit::{MemDevice, MemFaults};
 use geom_multipath_proto::{Answer, Call};
 
 /// One path to a shared disk, with its own fault switch, a hang switch, and a count of

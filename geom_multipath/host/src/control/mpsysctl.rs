@@ -212,7 +212,7 @@ mod tests {
             stripeoffset: 0,
             rank: 1,
         };
-        let device = std::sync::Arc::new(crate::path::device::MemDevice::new(1 << 20));
+        let device = std::sync::Arc::new(crate::testkit::MemDevice::new(1 << 20));
         owner.add_provider(loop0, crate::owner::providers::Source::Fixed(device));
         move |call| Ok(owner.call(call))
     }

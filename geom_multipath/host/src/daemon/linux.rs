@@ -60,7 +60,7 @@ impl Host {
         }
         let fuse = fuse::mount(&args.mount, exports, handle.clone(), Default::default())
             .with_context(|| format!("mounting {}", args.mount.display()))?;
-        let watcher = uevents::Watcher::new().context("watching block devices")?;
+        let watcher = uevents::DeviceWatcher::new().context("watching block devices")?;
         let sources = DaemonSources {
             watcher,
             signalfd: signals.0,
@@ -114,7 +114,7 @@ impl Host {
 }
 /// The owner's other event sources in the daemon.
 struct DaemonSources {
-    watcher: uevents::Watcher,
+    watcher: uevents::DeviceWatcher,
     signalfd: SignalFd,
     config: PathBuf,
     mountpoint: PathBuf,

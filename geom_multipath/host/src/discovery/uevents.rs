@@ -2,7 +2,7 @@
 //! device appeared, changed (attach, detach, resize, media change) or went away — the
 //! kernel's uevents on a `NETLINK_KOBJECT_UEVENT` socket — and somebody closed a block device
 //! it had open for writing — inotify `IN_CLOSE_WRITE` on the device's `/dev` node, GEOM's
-//! "last writer closed: re-taste". The [`Watcher`] owns both descriptors; it is non-blocking
+//! "last writer closed: re-taste". The [`DeviceWatcher`] owns both descriptors; it is non-blocking
 //! and poll-driven, and turns what it reads into [`DeviceEvent`]s.
 //!
 //! It decides nothing: an event only says "look at this device again". The owner re-reads
@@ -34,7 +34,7 @@
 //! # Ordering (measured on Linux 6.18, see the root tests)
 //!
 //! A writer's `close()` queues `IN_CLOSE_WRITE` before it returns, and `losetup`'s attach
-//! and detach queue their uevents before `losetup` exits; so a [`Watcher::drain`] made after
+//! and detach queue their uevents before `losetup` exits; so a [`DeviceWatcher::drain`] made after
 //! a tool's request arrives sees every close and attach that happened before the tool sent
 //! it. The owner drains right before serving each control request for that reason.
 
@@ -66,7 +66,7 @@ const KERNEL_UEVENT_GROUP: u32 = 1;
 const UEVENT_RCVBUF: usize = 4 << 20;
 /// Larger than any uevent (the kernel's environment buffer is 2 KiB, plus the header).
 const UEVENT_MAX: usize = 8192;
-/// At most this many reads per source per [`Watcher::drain`], so that a flood cannot keep
+/// At most this many reads per source per [`DeviceWatcher::drain`], so that a flood cannot keep
 /// the owner away from its other work; what is left stays readable for the next poll.
 const DRAIN_BATCH: usize = 4096;
 
@@ -261,8 +261,8 @@ pub fn parse_uevent(msg: &[u8]) -> Option<Uevent> {
 /// The kernel's uevents and the writable closes of block device nodes, as [`DeviceEvent`]s.
 ///
 /// Create it before the first [`crate::discovery::sysfs::scan`], so nothing falls between the scan and
-/// the first event. Poll [`fds`](Watcher::fds) for readability, then call
-/// [`drain`](Watcher::drain); also call `drain` right before serving each control request.
+/// the first event. Poll [`fds`](DeviceWatcher::fds) for readability, then call
+/// [`drain`](DeviceWatcher::drain); also call `drain` right before serving each control request.
 ///
 /// It keeps one inotify watch per block device node (`/dev/<name>`, `IN_CLOSE_WRITE`),
 /// added for every device sysfs lists when it starts, for every block uevent other than
@@ -270,7 +270,7 @@ pub fn parse_uevent(msg: &[u8]) -> Option<Uevent> {
 /// by itself when devtmpfs removes the node. Only block device nodes are watched, so
 /// `/dev/null` and terminals cost nothing.
 #[derive(Debug)]
-pub struct Watcher {
+pub struct DeviceWatcher {
     uevents: OwnedFd,
     inotify: Inotify,
     sysfs_root: PathBuf,
@@ -279,17 +279,17 @@ pub struct Watcher {
     buf: Vec<u8>,
 }
 
-impl Watcher {
+impl DeviceWatcher {
     /// A watcher over the real `/sys` and `/dev`. Binding the uevent socket needs no
     /// privilege; the receive buffer is raised further when the process may.
-    pub fn new() -> io::Result<Watcher> {
-        Watcher::with_roots(Path::new(SYSFS_ROOT), Path::new(DEV_ROOT))
+    pub fn new() -> io::Result<DeviceWatcher> {
+        DeviceWatcher::with_roots(Path::new(SYSFS_ROOT), Path::new(DEV_ROOT))
     }
 
     /// A watcher that lists devices under the sysfs root `sysfs_root` and watches their
     /// nodes under `dev_root` (tests use a fake tree and plain files; the uevent socket is
     /// always the kernel's).
-    pub fn with_roots(sysfs_root: &Path, dev_root: &Path) -> io::Result<Watcher> {
+    pub fn with_roots(sysfs_root: &Path, dev_root: &Path) -> io::Result<DeviceWatcher> {
         let uevents = socket(
             AddressFamily::Netlink,
             SockType::Datagram,
@@ -305,7 +305,7 @@ impl Watcher {
             &NetlinkAddr::new(0, KERNEL_UEVENT_GROUP),
         )?;
         let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)?;
-        let mut w = Watcher {
+        let mut w = DeviceWatcher {
             uevents,
             inotify,
             sysfs_root: sysfs_root.to_owned(),
@@ -693,7 +693,7 @@ mod tests {
     /// Drains until `done(events so far)` holds (starting from `seen`), polling the
     /// watcher's descriptors between drains; panics with what was seen at the deadline.
     fn wait_for(
-        w: &mut Watcher,
+        w: &mut DeviceWatcher,
         within: Duration,
         mut seen: Vec<DeviceEvent>,
         mut done: impl FnMut(&[DeviceEvent]) -> bool,
@@ -732,8 +732,8 @@ mod tests {
             .collect()
     }
 
-    fn watcher_or_skip(sys: &Path, dev: &Path) -> Option<Watcher> {
-        match Watcher::with_roots(sys, dev) {
+    fn watcher_or_skip(sys: &Path, dev: &Path) -> Option<DeviceWatcher> {
+        match DeviceWatcher::with_roots(sys, dev) {
             Ok(w) => Some(w),
             Err(e) => {
                 println!("SKIPPED: cannot open a uevent socket or inotify here ({e})");
@@ -855,7 +855,7 @@ mod tests {
         }
     }
 
-    fn root_or_skip() -> Option<Watcher> {
+    fn root_or_skip() -> Option<DeviceWatcher> {
         if !nix::unistd::geteuid().is_root() {
             println!("SKIPPED: not root");
             return None;

@@ -601,8 +601,9 @@ mod tests {
     use super::*;
     use crate::msg::exports::Exports;
     use crate::msg::{self, Msg, OwnerInbox};
-    use crate::path::device::{Device, MemDevice, MemFaults};
+    use crate::path::device::Device;
     use crate::testkit::watched::Watched;
+    use crate::testkit::{MemDevice, MemFaults};
     use geom_multipath_sys::ggate::{BIO_GETATTR, BIO_SPEEDUP};
     use std::collections::{BTreeSet, VecDeque};
     use std::sync::RwLock;

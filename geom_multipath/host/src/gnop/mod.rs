@@ -657,7 +657,7 @@ impl NopClass {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::device::{MemDevice, MemFaults};
+    use crate::testkit::{MemDevice, MemFaults};
     use std::collections::HashMap;
     use std::time::Instant;
 

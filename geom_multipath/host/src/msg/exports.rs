@@ -35,7 +35,7 @@ pub struct Exports {
 }
 
 /// A function told of every change to the table (see [`Exports::watch`]).
-pub type Watcher = Box<dyn Fn() + Send + Sync>;
+pub type OnChange = Box<dyn Fn() + Send + Sync>;
 
 /// Identifies a watcher, to remove it with [`Exports::unwatch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,7 +45,7 @@ pub struct WatchId(u64);
 #[derive(Default)]
 struct Watchers {
     next: u64,
-    list: Vec<(u64, Watcher)>,
+    list: Vec<(u64, OnChange)>,
 }
 
 impl std::fmt::Debug for Watchers {

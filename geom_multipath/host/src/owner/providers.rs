@@ -432,7 +432,7 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::path::device::MemDevice;
+    use crate::testkit::MemDevice;
 
     fn info(name: &str) -> ProviderInfo {
         ProviderInfo {

@@ -232,7 +232,8 @@ impl Workers {
         }
     }
 
-    /// Threads currently alive for `path` (for tests and statistics).
+    /// Threads currently alive for `path` (for tests).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn threads(&self, path: PathId) -> usize {
         self.pools.get(&path).map_or(0, |p| p.threads)
     }
@@ -319,7 +320,7 @@ fn worker_loop(rx: Receiver<Work>, idle: Arc<AtomicUsize>, owner: OwnerHandle) {
 mod tests {
     use super::*;
     use crate::msg;
-    use crate::path::device::MemDevice;
+    use crate::testkit::MemDevice;
     use std::time::Duration;
 
     fn path() -> PathId {
@@ -377,7 +378,7 @@ mod tests {
         let (owner, inbox) = msg::channel().unwrap();
         let mut w = Workers::new(owner);
         let dev = Arc::new(MemDevice::new(4096));
-        dev.set_faults(crate::path::device::MemFaults {
+        dev.set_faults(crate::testkit::MemFaults {
             read: Some(Errno::EIO),
             write: None,
         });

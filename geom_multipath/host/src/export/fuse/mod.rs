@@ -415,7 +415,8 @@ mod tests {
     use nix::fcntl::{fallocate, FallocateFlags};
 
     use crate::msg::{self, Msg, OwnerInbox};
-    use crate::path::device::{Device, MemDevice};
+    use crate::path::device::Device;
+    use crate::testkit::MemDevice;
 
     const MIB: u64 = 1 << 20;
 

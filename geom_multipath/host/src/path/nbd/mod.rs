@@ -219,6 +219,7 @@ impl NbdPaths {
     }
 
     /// No paths yet, these options (tests use short timeouts).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn with_options(options: ClientOptions) -> NbdPaths {
         NbdPaths {
             options,
@@ -322,7 +323,8 @@ impl NbdPaths {
         true
     }
 
-    /// `true` if `uri` is supervised.
+    /// `true` if `uri` is supervised (for tests).
+    #[cfg(any(test, feature = "testkit"))]
     pub fn is_attached(&self, uri: &str) -> bool {
         self.supervised.contains_key(uri)
     }
