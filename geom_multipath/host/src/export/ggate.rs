@@ -599,14 +599,11 @@ fn wire_error(e: Errno) -> i32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::msg::exports::Exports;
-    use crate::msg::{self, Msg, OwnerInbox};
-    use crate::path::device::Device;
+    use crate::testkit::fake_owner::{Fake, FakeOwner, Knobs, Seen};
     use crate::testkit::watched::Watched;
     use crate::testkit::{MemDevice, MemFaults};
     use geom_multipath_sys::ggate::{BIO_GETATTR, BIO_SPEEDUP};
     use std::collections::{BTreeSet, VecDeque};
-    use std::sync::RwLock;
 
     const MIB: u64 = 1 << 20;
 
@@ -844,108 +841,23 @@ mod tests {
         }
     }
 
-    // ----- a fake owner: memory devices, access counts ---------------------------------
+    // ----- the fake owner (testkit): memory devices, access counts ---------------------
 
-    #[derive(Debug, Default)]
-    struct Seen {
-        /// Access counts per geom: (r, w).
-        access: BTreeMap<GeomId, (i32, i32)>,
-        /// Refuse write access with EPERM.
-        refuse_write: bool,
-        /// Refuse any new access with this error.
-        refuse: Option<Errno>,
-        flushes: u32,
-        deletes: Vec<(u64, u64)>,
-        requests: u32,
-    }
-
-    #[derive(Default)]
-    struct FakeOwner {
-        seen: Watched<Seen>,
-    }
-
-    impl FakeOwner {
-        fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
-            self.seen.with(f)
-        }
-
-        fn wait(&self, what: &str, done: impl Fn(&Seen) -> bool) {
-            self.seen.expect(what, Duration::from_secs(10), done);
-        }
-
-        fn access(&self, geom: GeomId) -> (i32, i32) {
-            self.with(|s| s.access.get(&geom).copied().unwrap_or_default())
-        }
-    }
-
-    fn serve(inbox: OwnerInbox, devs: BTreeMap<GeomId, Arc<MemDevice>>, fake: Arc<FakeOwner>) {
-        while let Ok(m) = inbox.rx.recv() {
-            match m {
-                Msg::Io(req) => {
-                    fake.with(|s| s.requests += 1);
-                    let res = match devs.get(&req.geom) {
-                        None => Err(Errno::ENXIO),
-                        Some(dev) => match req.op {
-                            IoOp::Read(mut buf) => dev
-                                .read_at(buf.as_mut_slice(), req.offset)
-                                .map(|()| IoReply::Data(buf)),
-                            IoOp::Write(buf) => dev
-                                .write_at(buf.as_slice(), req.offset)
-                                .map(|()| IoReply::Data(buf)),
-                            IoOp::Flush => {
-                                fake.with(|s| s.flushes += 1);
-                                Ok(IoReply::Done)
-                            }
-                            IoOp::Delete(len) => {
-                                fake.with(|s| s.deletes.push((req.offset, len)));
-                                dev.discard(req.offset, len).map(|()| IoReply::Done)
-                            }
-                            IoOp::Physpath => Ok(IoReply::Text(String::new())),
-                        },
-                    };
-                    (req.reply)(res);
-                }
-                Msg::Access {
-                    geom,
-                    dr,
-                    dw,
-                    reply,
-                    ..
-                } => {
-                    let verdict = fake.with(|s| {
-                        if dr > 0 || dw > 0 {
-                            if let Some(e) = s.refuse {
-                                return Err(e);
-                            }
-                            if dw > 0 && s.refuse_write {
-                                return Err(Errno::EPERM);
-                            }
-                        }
-                        let a = s.access.entry(geom).or_default();
-                        a.0 += dr;
-                        a.1 += dw;
-                        Ok(())
-                    });
-                    let _ = reply.send(verdict);
-                }
-                Msg::Shutdown => break,
-                Msg::Done(_)
-                | Msg::Call { .. }
-                | Msg::ProviderUp { .. }
-                | Msg::ProviderDown { .. } => {}
-            }
-        }
+    /// Waits (10 s at most) until `done` holds for what the fake owner saw of provider `i`.
+    fn wait(owner: &Fake, what: &str, i: usize, done: impl Fn(&Seen) -> bool) {
+        owner.wait_up_to(what, i, Duration::from_secs(10), done);
     }
 
     struct Fixture {
         kernel: Arc<FakeGgctl>,
-        owner: Arc<FakeOwner>,
+        /// What the fake owner saw and how it behaves.
+        owner: Arc<Fake>,
         exports: SharedExports,
         export: Option<GateExport>,
-        handle: OwnerHandle,
-        owner_thread: Option<JoinHandle<()>>,
         geoms: Vec<GeomId>,
         devs: Vec<Arc<MemDevice>>,
+        /// Declared last: the export stops before the owner does.
+        _fake: FakeOwner,
     }
 
     impl Fixture {
@@ -953,19 +865,14 @@ mod tests {
             Fixture::with(names, |_| {}, Arc::new(FakeGgctl::default()))
         }
 
-        fn with(names: &[&str], setup: impl FnOnce(&mut Seen), kernel: Arc<FakeGgctl>) -> Fixture {
-            let geoms = geom_multipath::testkit::geom_ids(names);
-            let devs: Vec<Arc<MemDevice>> = geoms
-                .iter()
-                .map(|_| Arc::new(MemDevice::new(MIB as usize)))
-                .collect();
-            let owner = Arc::new(FakeOwner::default());
-            owner.with(setup);
-            let (handle, inbox) = msg::channel().unwrap();
-            let map = geoms.iter().copied().zip(devs.iter().cloned()).collect();
-            let o = owner.clone();
-            let owner_thread = std::thread::spawn(move || serve(inbox, map, o));
-            let exports: SharedExports = Arc::new(RwLock::new(Exports::new()));
+        fn with(names: &[&str], setup: impl FnOnce(&mut Knobs), kernel: Arc<FakeGgctl>) -> Fixture {
+            let sized: Vec<(&str, u64)> = names.iter().map(|&n| (n, MIB)).collect();
+            let fake = FakeOwner::unlisted(&sized);
+            fake.fake.with(|s| setup(&mut s.knobs));
+            let geoms: Vec<GeomId> = (0..names.len()).map(|i| fake.geom(i)).collect();
+            let devs: Vec<Arc<MemDevice>> = (0..names.len()).map(|i| fake.dev(i).clone()).collect();
+            let (owner, handle, exports) =
+                (fake.fake.clone(), fake.owner.clone(), fake.exports.clone());
             let options = GateOptions {
                 retry: Duration::from_millis(50),
                 workers: 2,
@@ -977,10 +884,9 @@ mod tests {
                 owner,
                 exports,
                 export: Some(export),
-                handle,
-                owner_thread: Some(owner_thread),
                 geoms,
                 devs,
+                _fake: fake,
             }
         }
 
@@ -1000,10 +906,6 @@ mod tests {
         fn drop(&mut self) {
             if let Some(e) = self.export.take() {
                 e.stop();
-            }
-            self.handle.send(Msg::Shutdown);
-            if let Some(t) = self.owner_thread.take() {
-                let _ = t.join();
             }
         }
     }
@@ -1059,7 +961,7 @@ mod tests {
         assert_eq!(f.kernel.result(name, fl).0, 0);
         let d = f.kernel.submit(name, BIO_DELETE, 4096, 512, &[]);
         assert_eq!(f.kernel.result(name, d).0, 0);
-        let seen = f.owner.with(|s| (s.flushes, s.deletes.clone()));
+        let seen = (f.owner.seen(0).flushes, f.owner.seen(0).deletes);
         assert_eq!(seen, (1, vec![(4096, 512)]));
         assert_eq!(f.devs[0].peek(4096, 4), [0; 4], "deleted");
     }
@@ -1090,7 +992,7 @@ mod tests {
             let s = f.kernel.submit(name, cmd, 0, 0, &[]);
             assert_eq!(f.kernel.result(name, s).0, libc::EOPNOTSUPP);
         }
-        assert_eq!(f.owner.with(|s| s.requests), 0);
+        assert_eq!(f.owner.seen(0).requests, 0);
     }
 
     #[test]
@@ -1123,9 +1025,7 @@ mod tests {
         f.wait_device("multipath/FRED");
         f.wait_device("multipath/BARNEY");
         f.exports.write().unwrap().remove(f.geoms[0]);
-        f.owner.wait("FRED's access back", |s| {
-            s.access.get(&f.geoms[0]) == Some(&(0, 0))
-        });
+        wait(&f.owner, "FRED's access back", 0, |s| (s.r, s.w) == (0, 0));
         assert_eq!(
             f.kernel.live_names(),
             BTreeSet::from(["multipath/BARNEY".to_string()])
@@ -1205,7 +1105,7 @@ mod tests {
         f.add(0, "FRED", MIB - 512);
         std::thread::sleep(Duration::from_millis(150));
         assert!(f.kernel.live_names().is_empty());
-        f.owner.with(|s| s.refuse = None);
+        f.owner.with(|s| s.knobs.refuse = None);
         f.wait_device("multipath/FRED");
         assert_eq!(f.owner.access(f.geoms[0]), (1, 1));
     }
@@ -1229,9 +1129,7 @@ mod tests {
                 .iter()
                 .any(|(u, d)| *u > 0 && !d.destroying && d.mediasize == MIB - 4096)
         });
-        f.owner.wait("r1w1 held once", |s| {
-            s.access.get(&f.geoms[0]) == Some(&(1, 1))
-        });
+        wait(&f.owner, "r1w1 held once", 0, |s| (s.r, s.w) == (1, 1));
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct Seen {
     pub deletes: Vec<(u64, u64)>,
     pub writes: u32,
     pub reads: u32,
+    /// Every data request, of any kind.
+    pub requests: u32,
 }
 
 /// How the fake owner behaves.
@@ -37,6 +39,10 @@ pub struct Knobs {
     pub refuse_write: bool,
     /// Every data request is answered this much later (from another thread).
     pub delay: Option<Duration>,
+    /// Taking any access fails with this error.
+    pub refuse: Option<Errno>,
+    /// What `GEOM::physpath` answers (`mem` unless set).
+    pub physpath: Option<String>,
 }
 
 /// One provider the fake owner serves.
@@ -69,8 +75,19 @@ impl Fake {
 
     /// Waits (5 s at most) until `done` holds for provider `i`.
     pub fn wait(&self, what: &str, i: usize, done: impl Fn(&Seen) -> bool) {
-        self.state
-            .expect(what, Duration::from_secs(5), |s| done(&s.seen[i]));
+        self.wait_up_to(what, i, Duration::from_secs(5), done);
+    }
+
+    /// Waits (`limit` at most) until `done` holds for provider `i`.
+    pub fn wait_up_to(&self, what: &str, i: usize, limit: Duration, done: impl Fn(&Seen) -> bool) {
+        self.state.expect(what, limit, |s| done(&s.seen[i]));
+    }
+
+    /// The read and write access held on `geom`'s provider.
+    pub fn access(&self, geom: GeomId) -> (i32, i32) {
+        let i = self.index(geom).expect("a provider of the fake owner");
+        let seen = self.seen(i);
+        (seen.r, seen.w)
     }
 
     fn index(&self, geom: GeomId) -> Option<usize> {
@@ -94,14 +111,26 @@ pub struct FakeOwner {
 impl FakeOwner {
     /// Providers `(name, size)`, each on its own memory device, exported and sized.
     pub fn new(providers: &[(&str, u64)]) -> FakeOwner {
+        FakeOwner::start(providers, true)
+    }
+
+    /// Providers `(name, size)`, each on its own memory device, with an export table that
+    /// does not list them yet (the test adds them).
+    pub fn unlisted(providers: &[(&str, u64)]) -> FakeOwner {
+        FakeOwner::start(providers, false)
+    }
+
+    fn start(providers: &[(&str, u64)], listed: bool) -> FakeOwner {
         let names: Vec<&str> = providers.iter().map(|p| p.0).collect();
         let ids = geom_multipath::testkit::geom_ids(&names);
         let exports: SharedExports = Arc::new(RwLock::new(Exports::new()));
         let mut list = Vec::new();
         for (&(name, size), geom) in providers.iter().zip(ids) {
-            let mut t = exports.write().unwrap();
-            t.add(name, geom);
-            t.resize(geom, size, Some(512));
+            if listed {
+                let mut t = exports.write().unwrap();
+                t.add(name, geom);
+                t.resize(geom, size, Some(512));
+            }
             list.push(FakeProvider {
                 name: name.to_string(),
                 geom,
@@ -169,6 +198,7 @@ fn serve(inbox: OwnerInbox, fake: Arc<Fake>, events: Sender<ProviderEvent>) {
                     (req.reply)(Err(Errno::ENXIO));
                     continue;
                 };
+                fake.with(|s| s.seen[i].requests += 1);
                 let dev = fake.providers[i].dev.clone();
                 let res = match req.op {
                     IoOp::Read(mut buf) => {
@@ -189,7 +219,10 @@ fn serve(inbox: OwnerInbox, fake: Arc<Fake>, events: Sender<ProviderEvent>) {
                         fake.with(|s| s.seen[i].deletes.push((req.offset, len)));
                         dev.discard(req.offset, len).map(|()| IoReply::Done)
                     }
-                    IoOp::Physpath => Ok(IoReply::Text(String::from("mem"))),
+                    IoOp::Physpath => Ok(IoReply::Text(
+                        fake.with(|s| s.knobs.physpath.clone())
+                            .unwrap_or_else(|| String::from("mem")),
+                    )),
                 };
                 match delay {
                     None => (req.reply)(res),
@@ -215,6 +248,9 @@ fn serve(inbox: OwnerInbox, fake: Arc<Fake>, events: Sender<ProviderEvent>) {
                     let taking = dr > 0 || dw > 0 || de > 0;
                     if s.knobs.withered && taking {
                         return Err(Errno::ENXIO);
+                    }
+                    if let Some(e) = s.knobs.refuse.filter(|_| taking) {
+                        return Err(e);
                     }
                     if s.knobs.refuse_write && dw > 0 {
                         return Err(Errno::EPERM);

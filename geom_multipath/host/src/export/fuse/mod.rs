@@ -404,18 +404,15 @@ impl Drop for FuseExport {
 mod tests {
     use super::*;
 
-    use crate::testkit::watched::Watched;
     use std::fs::{self, File, OpenOptions};
     use std::os::unix::fs::{FileExt, OpenOptionsExt, PermissionsExt};
     use std::process::Command;
     use std::sync::atomic::AtomicU32;
     use std::sync::{Arc, Mutex};
-    use std::thread::JoinHandle;
 
     use nix::fcntl::{fallocate, FallocateFlags};
 
-    use crate::msg::{self, Msg, OwnerInbox};
-    use crate::path::device::Device;
+    use crate::testkit::fake_owner::{FakeOwner, Seen};
     use crate::testkit::MemDevice;
 
     const MIB: u64 = 1 << 20;
@@ -487,81 +484,9 @@ mod tests {
         };
     }
 
-    /// What the fake owner has been asked.
-    #[derive(Debug, Default)]
-    struct Seen {
-        r: i32,
-        w: i32,
-        e: i32,
-        opens: u32,
-        flushes: u32,
-        deletes: Vec<(u64, u64)>,
-        /// The provider withered: new access and every data request get ENXIO.
-        withered: bool,
-    }
-
-    /// The fake owner's record, waited on by the tests.
-    type Fake = Watched<Seen>;
-
-    /// Waits (5 s at most) until `done` holds for what the fake owner saw.
-    fn wait(fake: &Fake, what: &str, done: impl Fn(&Seen) -> bool) {
-        fake.expect(what, Duration::from_secs(5), done);
-    }
-
-    /// The owner loop, cut down: one provider on a memory device.
-    fn serve(inbox: OwnerInbox, dev: Arc<MemDevice>, geom: GeomId, fake: Arc<Fake>) {
-        while let Ok(m) = inbox.rx.recv() {
-            match m {
-                Msg::Io(req) => {
-                    let withered = fake.with(|s| s.withered);
-                    let res = if withered || req.geom != geom {
-                        Err(geom_multipath::Errno::ENXIO)
-                    } else {
-                        match req.op {
-                            IoOp::Read(mut buf) => dev
-                                .read_at(buf.as_mut_slice(), req.offset)
-                                .map(|()| IoReply::Data(buf)),
-                            IoOp::Write(buf) => dev
-                                .write_at(buf.as_slice(), req.offset)
-                                .map(|()| IoReply::Data(buf)),
-                            IoOp::Flush => {
-                                fake.with(|s| s.flushes += 1);
-                                dev.flush().map(|()| IoReply::Done)
-                            }
-                            IoOp::Delete(len) => {
-                                fake.with(|s| s.deletes.push((req.offset, len)));
-                                dev.discard(req.offset, len).map(|()| IoReply::Done)
-                            }
-                            IoOp::Physpath => Ok(IoReply::Text(String::from("md0/mp"))),
-                        }
-                    };
-                    (req.reply)(res);
-                    fake.notify();
-                }
-                Msg::Access {
-                    dr, dw, de, reply, ..
-                } => {
-                    let verdict = fake.with(|s| {
-                        if s.withered && (dr > 0 || dw > 0 || de > 0) {
-                            return Err(geom_multipath::Errno::ENXIO);
-                        }
-                        s.r += dr;
-                        s.w += dw;
-                        s.e += de;
-                        if dr > 0 || dw > 0 {
-                            s.opens += 1;
-                        }
-                        Ok(())
-                    });
-                    let _ = reply.send(verdict);
-                }
-                Msg::Shutdown => break,
-                Msg::Done(_)
-                | Msg::Call { .. }
-                | Msg::ProviderUp { .. }
-                | Msg::ProviderDown { .. } => {}
-            }
-        }
+    /// Waits (5 s at most) until `done` holds for what the fake owner saw of FRED.
+    fn wait(fake: &FakeOwner, what: &str, done: impl Fn(&Seen) -> bool) {
+        fake.fake.wait(what, 0, done);
     }
 
     /// A geom id for FRED, made by the real class.
@@ -585,8 +510,7 @@ mod tests {
         dir: PathBuf,
         exports: SharedExports,
         owner: OwnerHandle,
-        owner_thread: Option<JoinHandle<()>>,
-        fake: Arc<Fake>,
+        fake: FakeOwner,
         dev: Arc<MemDevice>,
         geom: GeomId,
         /// Held until the fixture is gone (declared last: dropped after the unmount).
@@ -598,20 +522,12 @@ mod tests {
             let serial = ROOT_TESTS
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let geom = fred_geom();
-            let exports: SharedExports = Arc::new(RwLock::new(Exports::new()));
-            {
-                let mut t = exports.write().unwrap();
-                t.add("FRED", geom);
-                t.resize(geom, mediasize, Some(512));
-            }
-            let (owner, inbox) = msg::channel().unwrap();
-            let dev = Arc::new(MemDevice::new(mediasize as usize));
-            let fake = Arc::new(Fake::default());
-            let owner_thread = {
-                let (dev, fake) = (dev.clone(), fake.clone());
-                std::thread::spawn(move || serve(inbox, dev, geom, fake))
-            };
+            let fake = FakeOwner::new(&[("FRED", mediasize)]);
+            fake.fake
+                .with(|s| s.knobs.physpath = Some(String::from("md0/mp")));
+            let (geom, dev) = (fake.geom(0), fake.dev(0).clone());
+            assert_eq!(geom, fred_geom());
+            let (exports, owner) = (fake.exports.clone(), fake.owner.clone());
             let dir = unique_dir("mnt");
             let export =
                 mount(&dir, exports.clone(), owner.clone(), FuseOptions::default()).expect("mount");
@@ -620,7 +536,6 @@ mod tests {
                 dir,
                 exports,
                 owner,
-                owner_thread: Some(owner_thread),
                 fake,
                 dev,
                 geom,
@@ -654,10 +569,6 @@ mod tests {
                 if let Err(e) = export.unmount() {
                     eprintln!("fixture: {e:#}");
                 }
-            }
-            self.owner.send(Msg::Shutdown);
-            if let Some(t) = self.owner_thread.take() {
-                let _ = t.join();
             }
             let _ = fs::remove_dir(&self.dir);
         }
@@ -752,12 +663,12 @@ mod tests {
             // fsync and fdatasync are BIO_FLUSH; close is not.
             file.sync_all().unwrap();
             file.sync_data().unwrap();
-            assert_eq!(f.fake.with(|s| s.flushes), 2);
+            assert_eq!(f.fake.fake.seen(0).flushes, 2);
 
             // Punch hole is BIO_DELETE; other modes are not supported.
             let punch = FallocateFlags::FALLOC_FL_PUNCH_HOLE | FallocateFlags::FALLOC_FL_KEEP_SIZE;
             fallocate(&file, punch, 0, 512).unwrap();
-            assert_eq!(f.fake.with(|s| s.deletes.clone()), [(0, 512)]);
+            assert_eq!(f.fake.fake.seen(0).deletes, [(0, 512)]);
             assert_eq!(f.dev.peek(0, 512), vec![0; 512]);
             assert_eq!(f.dev.peek(512, 512), data[512..]);
             assert_eq!(
@@ -778,7 +689,7 @@ mod tests {
             file.set_len(0).unwrap();
             assert_eq!(file.metadata().unwrap().len(), size);
         }
-        assert_eq!(f.fake.with(|s| s.flushes), 2, "close sent no flush");
+        assert_eq!(f.fake.fake.seen(0).flushes, 2, "close sent no flush");
 
         // O_TRUNC is ignored.
         let before = f.dev.peek(4096, 8192);
@@ -837,7 +748,7 @@ mod tests {
 
         f.wait_all_closed();
         let dd = u32::from(have("dd"));
-        assert_eq!(f.fake.with(|s| s.opens), 3 + dd);
+        assert_eq!(f.fake.fake.seen(0).opens, 3 + dd);
     }
 
     #[test]
@@ -846,7 +757,7 @@ mod tests {
         let f = Fixture::new(MIB);
         let file = f.open(true, true);
         f.exports.write().unwrap().remove(f.geom);
-        f.fake.with(|s| s.withered = true);
+        f.fake.fake.with(|s| s.knobs.withered = true);
         assert_eq!(os_err(fs::metadata(f.file())), Some(libc::ENOENT));
         assert_eq!(fs::read_dir(&f.dir).unwrap().count(), 0);
         let mut buf = IoBuf::zeroed(4096);
