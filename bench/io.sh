@@ -135,6 +135,13 @@ stall_run() {
         --write_lat_log="$OUT/$name" --log_avg_msec=0 --log_unix_epoch=1 --output-format=json \
         --output="$OUT/$name.json" >/dev/null &
     local fio_pid=$!
+    # fio starts slowly on a busy machine: the fault must come after its requests began.
+    local job
+    for _ in $(seq 300); do
+        job=$(pgrep -P "$fio_pid" | head -1 || true)
+        [ -n "$job" ] && ls -l "/proc/$job/fd" 2>/dev/null | grep -q "$GMULTIPATH_MOUNT/STALL" && break
+        sleep 0.1
+    done
     sleep 2
     local active i before
     : >"$OUT/$name.fault_at"
