@@ -141,6 +141,26 @@ bool	 kpi_gate_try_enter(void);
 /** Gives back what kpi_gate_try_enter took. */
 void	 kpi_gate_try_exit(void);
 
+/* ----- the route mutex: the data path's short lock -------------------------- */
+
+/**
+ * mtx_lock(9) of the route mutex (MTX_DEF, created by kpi_setup): it guards
+ * the direct routes the class publishes and the counts of requests sent on
+ * them. Its holder never sleeps, allocates or calls out of the module; it is
+ * taken last (after the topology lock and the gate, when those are held).
+ */
+void	 kpi_route_lock(void);
+/** mtx_unlock(9) of the route mutex. */
+void	 kpi_route_unlock(void);
+/**
+ * msleep(9) on the route mutex, which the caller holds: gives it up until
+ * kpi_route_wakeup(), then takes it back. Control methods only (they may
+ * sleep); what they wait for completes in g_up without the gate.
+ */
+void	 kpi_route_wait(void);
+/** wakeup(9) of kpi_route_wait() sleepers; the caller holds the route mutex. */
+void	 kpi_route_wakeup(void);
+
 /* ----- module life ------------------------------------------------------------ */
 
 /**

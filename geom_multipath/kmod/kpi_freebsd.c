@@ -136,12 +136,14 @@ kpi_free(void *ptr, size_t size __unused, size_t align)
 }
 
 static struct mtx gmp_kt_mtx;
+static struct mtx gmp_route_mtx;	/* the data path's short lock, below */
 
 /*
  * Whether malloc(9) may be asked to sleep here: not inside a
  * THREAD_NO_SLEEPING section (g_down, g_up, the data path's hold of the
  * gate), not in a critical section, and not while this thread holds the
- * module's own mutex (the only mutex the module's code could run under). A
+ * module's own mutexes (gmp_kt_mtx, gmp_route_mtx: the only ones the
+ * module's code could run under). A
  * WITNESS kernel also checks for any other non-sleepable lock held, and says
  * which (an allocation that strays under one then fails instead of sleeping).
  */
@@ -150,7 +152,7 @@ kpi_can_sleep(void)
 {
 
 	if (!THREAD_CAN_SLEEP() || curthread->td_critnest != 0 ||
-	    mtx_owned(&gmp_kt_mtx))
+	    mtx_owned(&gmp_kt_mtx) || mtx_owned(&gmp_route_mtx))
 		return (false);
 #ifdef WITNESS
 	if (witness_warn(WARN_GIANTOK | WARN_SLEEPOK, NULL,
@@ -228,6 +230,45 @@ kpi_gate_try_exit(void)
 
 	THREAD_SLEEPING_OK();
 	sx_xunlock(&gmp_gate);
+}
+
+/* ----- the route mutex ----------------------------------------------------------- */
+
+/*
+ * The data path's short lock: the direct routes and their counts of requests
+ * in flight. A leaf: taken after the topology lock and the gate when those are
+ * held, nothing is taken under it, and its holder neither sleeps nor
+ * allocates (kpi_can_sleep says no while it is owned). Control methods wait
+ * for a route to drain with msleep(9) on it; the wake-up comes from g_up.
+ */
+static int gmp_route_chan;
+
+void
+kpi_route_lock(void)
+{
+
+	mtx_lock(&gmp_route_mtx);
+}
+
+void
+kpi_route_unlock(void)
+{
+
+	mtx_unlock(&gmp_route_mtx);
+}
+
+void
+kpi_route_wait(void)
+{
+
+	msleep(&gmp_route_chan, &gmp_route_mtx, PRIBIO, "gmp:drain", 0);
+}
+
+void
+kpi_route_wakeup(void)
+{
+
+	wakeup(&gmp_route_chan);
 }
 
 /* ----- g_mp_kt and the class's GEOM events ------------------------------------------ */
@@ -325,6 +366,7 @@ kpi_setup(void)
 	KASSERT(!gmp_kpi_ready, ("kpi_setup: twice"));
 	sx_init(&gmp_gate, "gmultipath gate");
 	mtx_init(&gmp_kt_mtx, "gmtbq", NULL, MTX_DEF);
+	mtx_init(&gmp_route_mtx, "gmultipath route", NULL, MTX_DEF);
 	bioq_init(&gmp_kt_start);
 	bioq_init(&gmp_kt_done);
 	gmp_kt_starts = 0;
@@ -334,6 +376,7 @@ kpi_setup(void)
 	if (error != 0) {
 		gmp_kt_state = GMP_KT_NIL;
 		gmp_kt_proc = NULL;
+		mtx_destroy(&gmp_route_mtx);
 		mtx_destroy(&gmp_kt_mtx);
 		sx_destroy(&gmp_gate);
 		return (error);
@@ -379,6 +422,7 @@ kpi_teardown(void)
 		return;
 	kpi_worker_stop();
 	gmp_kpi_ready = false;
+	mtx_destroy(&gmp_route_mtx);
 	mtx_destroy(&gmp_kt_mtx);
 	sx_destroy(&gmp_gate);
 }

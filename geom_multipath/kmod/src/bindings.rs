@@ -108,6 +108,14 @@ unsafe extern "C" {
     pub fn kpi_gate_try_enter() -> bool;
     #[doc = " Gives back what kpi_gate_try_enter took."]
     pub fn kpi_gate_try_exit();
+    #[doc = " mtx_lock(9) of the route mutex (MTX_DEF, created by kpi_setup): it guards\n the direct routes the class publishes and the counts of requests sent on\n them. Its holder never sleeps, allocates or calls out of the module; it is\n taken last (after the topology lock and the gate, when those are held)."]
+    pub fn kpi_route_lock();
+    #[doc = " mtx_unlock(9) of the route mutex."]
+    pub fn kpi_route_unlock();
+    #[doc = " msleep(9) on the route mutex, which the caller holds: gives it up until\n kpi_route_wakeup(), then takes it back. Control methods only (they may\n sleep); what they wait for completes in g_up without the gate."]
+    pub fn kpi_route_wait();
+    #[doc = " wakeup(9) of kpi_route_wait() sleepers; the caller holds the route mutex."]
+    pub fn kpi_route_wakeup();
     #[doc = " MOD_LOAD: creates the class gate and the g_mp_kt kernel process. Returns 0,\n or kproc_create(9)'s errno with nothing left behind."]
     pub fn kpi_setup() -> ::core::ffi::c_int;
     #[doc = " Stops g_mp_kt once it has drained both its queues and waits until it has\n left the module's code (kproc_exit(9)). Nothing if it is not running."]

@@ -88,6 +88,7 @@ pub unsafe extern "C" fn gmp_rs_fini() {
     if let Ok(mut held) = Held::enter_control() {
         drop(held.install(None));
     }
+    crate::route::clear();
     kernel::cancel_events();
     output::POSTED.store(0, core::sync::atomic::Ordering::Release);
 }

@@ -623,6 +623,40 @@ pub mod kernel {
         unsafe { b::kpi_gate_try_exit() }
     }
 
+    /// `mtx_lock` of the route mutex (the data path's short lock).
+    pub fn route_lock() {
+        // SAFETY: no preconditions; the mutex lives from kpi_setup to kpi_teardown, which
+        // bracket every call into the module that reaches here.
+        unsafe { b::kpi_route_lock() }
+    }
+
+    /// `mtx_unlock` of the route mutex.
+    ///
+    /// # Safety
+    /// This thread holds the route mutex ([`route_lock`]) and gives it back once.
+    pub unsafe fn route_unlock() {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { b::kpi_route_unlock() }
+    }
+
+    /// `msleep` on the route mutex until [`route_wakeup`].
+    ///
+    /// # Safety
+    /// This thread holds the route mutex, and may sleep apart from it (a control method).
+    pub unsafe fn route_wait() {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { b::kpi_route_wait() }
+    }
+
+    /// `wakeup` of the route mutex's sleepers.
+    ///
+    /// # Safety
+    /// This thread holds the route mutex.
+    pub unsafe fn route_wakeup() {
+        // SAFETY: forwarded from this function's contract.
+        unsafe { b::kpi_route_wakeup() }
+    }
+
     /// MOD_LOAD: the gate and the `g_mp_kt` process.
     pub fn setup() -> Result<(), Errno> {
         // SAFETY: called once per load, before any other kpi_ call of the module's life.

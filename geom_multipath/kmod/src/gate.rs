@@ -157,6 +157,14 @@ impl Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
+        if !self.try_mode {
+            // Every hold that may have changed routes publishes them before the gate goes
+            // (the data path's holds publish their own geom's, `io::start`).
+            // SAFETY: this thread holds the gate; the borrow ends here.
+            if let Some(m) = unsafe { &*SLOT.0.get() } {
+                crate::route::publish(&m.class, &m.topo, None);
+            }
+        }
         if self.try_mode {
             // SAFETY: this Held took the gate with gate_try_enter, on this thread (not Send).
             unsafe { kernel::gate_try_exit() }

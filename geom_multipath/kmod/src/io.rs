@@ -21,13 +21,14 @@
 
 use core::ptr::NonNull;
 
-use geom_multipath::{Bio as CoreBio, Done, Errno};
+use geom_multipath::{Bio as CoreBio, Done, Errno, GeomId, Op, PathId};
 
 use crate::alloc_kpi;
 use crate::bindings::kpi_work;
 use crate::ffi::{kernel, result_of, Bio, Consumer};
 use crate::gate::{Held, Module};
 use crate::output;
+use crate::route;
 
 /// What to do with GEOM once the gate is given back.
 #[derive(Debug)]
@@ -65,13 +66,27 @@ impl Action {
     }
 }
 
-/// The request's state in `bio_driver1`.
-fn state_of(bp: Bio) -> Option<NonNull<CoreBio>> {
-    NonNull::new(bp.driver1().cast::<CoreBio>())
+/// A request's state in `bio_driver1`: the core's part, and the path of an attempt sent
+/// directly (on a [route](crate::route)) that the class has not adopted yet.
+struct Request {
+    core: CoreBio,
+    direct: Option<PathId>,
 }
 
-/// g_down: route a new request, or queue it if the class is busy or earlier requests still
-/// wait in `g_mp_kt` (g_down is one thread, so its requests stay in order).
+/// The request's state in `bio_driver1`.
+fn state_of(bp: Bio) -> Option<NonNull<Request>> {
+    NonNull::new(bp.driver1().cast::<Request>())
+}
+
+/// The request's state, allocated without sleeping; `None` on ENOMEM.
+fn new_state(geom: GeomId, bp: Bio, direct: Option<PathId>) -> Option<NonNull<Request>> {
+    let core = CoreBio::new(bp.token(), geom, bp.op(), bp.offset(), bp.length());
+    alloc_kpi::try_alloc(Request { core, direct })
+}
+
+/// g_down: route a new request; if a control call owns the class, send it on its geom's
+/// direct route, or else queue it; and queue it whenever earlier requests still wait in
+/// `g_mp_kt` (g_down is one thread, so its requests stay in order).
 pub(crate) fn start(bp: Bio) {
     if kernel::worker_starts_pending() {
         bp.enqueue(kpi_work::KPI_WORK_START);
@@ -79,12 +94,40 @@ pub(crate) fn start(bp: Bio) {
     }
     let action = match Held::try_enter() {
         Some(mut held) => match held.module() {
-            Some(m) => route(m, bp),
+            Some(m) => {
+                let action = route(m, bp);
+                if let Some(geom) = bp.geom().and_then(|gp| m.topo.geom_of(gp)) {
+                    route::publish(&m.class, &m.topo, Some(geom));
+                }
+                action
+            }
             None => Action::Deliver(bp, Errno::ENXIO),
         },
-        None => Action::Queue(bp, kpi_work::KPI_WORK_START),
+        None => start_direct(bp).unwrap_or(Action::Queue(bp, kpi_work::KPI_WORK_START)),
     };
     action.run();
+}
+
+/// A request sent on its geom's published route, without the class (a control call owns
+/// it); `None` when there is no route (the request then waits for the class).
+fn start_direct(bp: Bio) -> Option<Action> {
+    if !matches!(bp.op(), Op::Read | Op::Write) {
+        return None;
+    }
+    let gp = bp.geom()?;
+    let (geom, path, cp) = route::take(gp)?;
+    let Some(state) = new_state(geom, bp, Some(path)) else {
+        route::give_back(gp);
+        return Some(Action::Deliver(bp, Errno::ENOMEM));
+    };
+    let Some(clone) = bp.clone_request() else {
+        route::give_back(gp);
+        // SAFETY: just allocated and not shared.
+        unsafe { alloc_kpi::free(state) };
+        return Some(Action::Deliver(bp, Errno::ENOMEM));
+    };
+    bp.set_driver1(state.as_ptr().cast());
+    Some(Action::Issue(clone, cp))
 }
 
 /// `g_mp_kt`: route a request `start` queued.
@@ -104,8 +147,7 @@ fn route(m: &mut Module, bp: Bio) -> Action {
     let Some(geom) = bp.geom().and_then(|gp| m.topo.geom_of(gp)) else {
         return Action::Deliver(bp, Errno::ENXIO);
     };
-    let core = CoreBio::new(bp.token(), geom, bp.op(), bp.offset(), bp.length());
-    let Some(mut state) = alloc_kpi::try_alloc(core) else {
+    let Some(mut state) = new_state(geom, bp, None) else {
         return Action::Deliver(bp, Errno::ENOMEM);
     };
     let Some(clone) = bp.clone_request() else {
@@ -114,7 +156,7 @@ fn route(m: &mut Module, bp: Bio) -> Action {
         return Action::Deliver(bp, Errno::ENOMEM);
     };
     // SAFETY: just allocated by try_alloc and not shared yet.
-    let core = unsafe { state.as_mut() };
+    let core = &mut unsafe { state.as_mut() }.core;
     let routed = m.class.start(core);
     output::drain(m, None);
     let error = match routed {
@@ -142,8 +184,31 @@ fn route(m: &mut Module, bp: Bio) -> Action {
 
 /// g_up: a clone's attempt finished.
 pub(crate) fn done(clone: Bio) {
-    if Errno(clone.error()).fails_path() {
-        // g_multipath_done: EIO and ENXIO go to g_mp_kt.
+    let error = Errno(clone.error());
+    if let Some(parent) = back_from_direct(clone) {
+        if error.0 == 0 {
+            // SAFETY: the request's state, owned by the request, whose attempt is back.
+            if let Some(state) = state_of(parent) {
+                parent.set_driver1(core::ptr::null_mut());
+                // SAFETY: the request is answered; its state is not reachable any more.
+                unsafe { alloc_kpi::free(state) };
+            }
+            Action::Complete(clone, 0, None).run();
+        } else {
+            // Any error of a direct attempt is the class's to judge, in g_mp_kt.
+            if let Some(gp) = parent.geom() {
+                route::revoke(gp);
+            }
+            clone.enqueue(kpi_work::KPI_WORK_DONE);
+        }
+        return;
+    }
+    if error.fails_path() {
+        // g_multipath_done: EIO and ENXIO go to g_mp_kt. No more direct requests go to the
+        // geom until the class has judged this one.
+        if let Some(gp) = clone.parent().and_then(Bio::geom) {
+            route::revoke(gp);
+        }
         clone.enqueue(kpi_work::KPI_WORK_DONE);
         return;
     }
@@ -155,6 +220,22 @@ pub(crate) fn done(clone: Bio) {
         None => Action::Queue(clone, kpi_work::KPI_WORK_DONE),
     };
     action.run();
+}
+
+/// If the clone's attempt was sent directly, gives it back to its route (it is off its
+/// path) and returns its parent.
+fn back_from_direct(clone: Bio) -> Option<Bio> {
+    let parent = clone.parent()?;
+    // SAFETY: the state of a request whose one attempt has just come back; only this
+    // thread touches it now.
+    let direct = unsafe { state_of(parent)?.as_ref() }.direct.is_some();
+    if !direct {
+        return None;
+    }
+    if let Some(gp) = parent.geom() {
+        route::give_back(gp);
+    }
+    Some(parent)
 }
 
 /// `g_mp_kt`: a completion `done` queued (`g_multipath_done_error` for EIO/ENXIO).
@@ -175,7 +256,7 @@ fn on_lost_path(m: &Module, clone: Bio) -> bool {
         .parent()
         .and_then(state_of)
         // SAFETY: the state of a request with a clone in flight; only read here.
-        .and_then(|state| unsafe { state.as_ref() }.path());
+        .and_then(|state| unsafe { state.as_ref() }.core.path());
     path.and_then(|p| m.class.path(p))
         .is_none_or(|p| p.is_lost() || p.is_orphaned())
 }
@@ -190,8 +271,21 @@ fn finish(m: &mut Module, clone: Bio) -> Action {
     };
     // SAFETY: the request's state, owned by the request; this thread holds the gate and the
     // request's one attempt in flight has just come back, so nothing else touches it.
-    let core = unsafe { state.as_mut() };
-    let mut verdict = m.class.done(core, result_of(clone.error()));
+    let request = unsafe { state.as_mut() };
+    let core = &mut request.core;
+    let mut verdict = match request.direct.take() {
+        // An attempt sent directly: the class counts it as started there, then judges it.
+        Some(path) if m.class.adopt(core, path) => m.class.done(core, result_of(clone.error())),
+        // Its path was detached since: the request starts afresh.
+        Some(_) => match m.class.start(core) {
+            Ok(path) => Done::Reissue(path),
+            Err(e) => Done::Deliver {
+                result: Err(e),
+                append: None,
+            },
+        },
+        None => m.class.done(core, result_of(clone.error())),
+    };
     output::drain(m, Some(clone));
     if let Done::Reissue(path) = verdict {
         match (parent.clone_request(), m.topo.consumer(path)) {

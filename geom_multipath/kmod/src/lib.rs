@@ -61,6 +61,7 @@ mod io;
 #[cfg(all(feature = "kernel", not(test)))]
 mod kernel;
 mod output;
+mod route;
 mod topology;
 pub mod tunables;
 #[cfg(any(test, feature = "userland"))]

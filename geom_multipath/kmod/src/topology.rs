@@ -18,6 +18,7 @@ use alloc::vec::Vec;
 use geom_multipath::{Errno, GeomId, PathId, ProviderInfo, Topology};
 
 use crate::ffi::{Consumer, Geom, Provider};
+use crate::route;
 
 /// A multipath geom in the kernel.
 #[derive(Clone, Copy, Debug)]
@@ -46,7 +47,7 @@ pub(crate) struct PreRead {
 pub(crate) struct KernelTopology {
     geoms: BTreeMap<GeomId, GeomEntry>,
     by_gp: BTreeMap<Geom, GeomId>,
-    paths: BTreeMap<PathId, Consumer>,
+    paths: BTreeMap<PathId, (Consumer, Geom)>,
     by_cp: BTreeMap<Consumer, PathId>,
     /// The sector taste read for the core, while a taste runs.
     pub(crate) preread: Option<PreRead>,
@@ -73,7 +74,7 @@ impl KernelTopology {
 
     /// The consumer behind a path.
     pub(crate) fn consumer(&self, id: PathId) -> Option<Consumer> {
-        self.paths.get(&id).copied()
+        self.paths.get(&id).map(|&(cp, _)| cp)
     }
 
     /// Every geom the class has in the kernel.
@@ -124,6 +125,7 @@ impl Topology for KernelTopology {
             },
         );
         self.by_gp.insert(gp, geom);
+        route::add(gp, geom);
     }
 
     fn set_provider_geometry(&mut self, geom: GeomId, mediasize: u64, sectorsize: u32) {
@@ -140,6 +142,7 @@ impl Topology for KernelTopology {
 
     fn wither_provider(&mut self, geom: GeomId, error: Errno) {
         if let Some(e) = self.geoms.get(&geom) {
+            route::revoke(e.gp);
             e.pp.wither(error);
         }
     }
@@ -147,6 +150,7 @@ impl Topology for KernelTopology {
     fn wither_geom(&mut self, geom: GeomId) {
         if let Some(e) = self.geoms.remove(&geom) {
             self.by_gp.remove(&e.gp);
+            route::remove(e.gp);
             e.gp.wither(Errno::ENXIO);
         }
     }
@@ -166,7 +170,7 @@ impl Topology for KernelTopology {
             return Err(Errno(crate::bindings::KPI_EDEADLK));
         }
         let cp = gp.attach(pp)?;
-        self.paths.insert(path, cp);
+        self.paths.insert(path, (cp, gp));
         self.by_cp.insert(cp, path);
         Ok(())
     }
@@ -175,27 +179,27 @@ impl Topology for KernelTopology {
         if dr == 0 && dw == 0 && de == 0 {
             return Ok(());
         }
-        self.paths
-            .get(&path)
-            .ok_or(Errno::ENXIO)?
-            .access(dr, dw, de)
+        let &(cp, gp) = self.paths.get(&path).ok_or(Errno::ENXIO)?;
+        if dr < 0 || dw < 0 || de < 0 {
+            // Requests sent directly on this path come back before its access drops.
+            route::drain(gp, Some(path));
+        }
+        cp.access(dr, dw, de)
     }
 
     fn detach(&mut self, path: PathId) {
-        if let Some(cp) = self.paths.remove(&path) {
+        if let Some((cp, gp)) = self.paths.remove(&path) {
             self.by_cp.remove(&cp);
+            route::drain(gp, Some(path));
             cp.detach();
         }
     }
 
     fn read(&mut self, path: PathId, offset: u64, buf: &mut [u8]) -> Result<(), Errno> {
-        self.paths.get(&path).ok_or(Errno::ENXIO)?.read(offset, buf)
+        self.consumer(path).ok_or(Errno::ENXIO)?.read(offset, buf)
     }
 
     fn write(&mut self, path: PathId, offset: u64, data: &[u8]) -> Result<(), Errno> {
-        self.paths
-            .get(&path)
-            .ok_or(Errno::ENXIO)?
-            .write(offset, data)
+        self.consumer(path).ok_or(Errno::ENXIO)?.write(offset, data)
     }
 }

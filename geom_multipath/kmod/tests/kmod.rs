@@ -443,8 +443,12 @@ fn the_physpath_answer_gets_mp_appended() {
 
 #[test]
 fn a_busy_class_sends_start_to_g_mp_kt_which_routes_it_later() {
+    // Active/Active: every request's path is the class's to choose (no direct route).
     let (mut k, _) = machine(2);
-    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    assert_eq!(
+        create(&mut k, &[("active_active", 1)], &["md0", "md1"]),
+        ok()
+    );
     k.issued();
     let hold = k.hold_gate();
     let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
@@ -471,8 +475,12 @@ fn a_busy_class_sends_start_to_g_mp_kt_which_routes_it_later() {
 fn requests_waiting_in_g_mp_kt_are_not_overtaken() {
     // (g): a request queued behind a busy class keeps its place: the next one, arriving once
     // the class is free, waits behind it (a BIO_ORDERED write among them keeps its order).
+    // Active/Active, so that the class must route every request (no direct route).
     let (mut k, _) = machine(2);
-    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    assert_eq!(
+        create(&mut k, &[("active_active", 1)], &["md0", "md1"]),
+        ok()
+    );
     let cp = k.open("multipath/FRED", 1, 1, 0).expect("open");
     k.issued_offsets();
     let hold = k.hold_gate();

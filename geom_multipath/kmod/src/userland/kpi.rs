@@ -224,6 +224,99 @@ pub extern "C" fn kpi_gate_try_exit() {
     })
 }
 
+// ----- the route mutex ------------------------------------------------------------------
+
+/// Who holds the fake route mutex.
+static ROUTE: Mutex<Option<thread::ThreadId>> = Mutex::new(None);
+/// Signalled when the route mutex is given back.
+static ROUTE_FREE: Condvar = Condvar::new();
+/// `kpi_route_wait` sleepers wait here (their channel).
+static ROUTE_WAKE: Condvar = Condvar::new();
+
+/// A new machine: nobody holds the route mutex (a failed test may have left it held).
+pub(crate) fn reset_route() {
+    *ROUTE.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// `kpi_route_lock`: a mutex; its holder may not sleep until the unlock.
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_route_lock() {
+    host(|| {
+        let me = thread::current().id();
+        let mut owner = ROUTE.lock().unwrap_or_else(|e| e.into_inner());
+        require(*owner != Some(me), || {
+            String::from("kpi_route_lock: recursed")
+        });
+        while owner.is_some() {
+            owner = ROUTE_FREE.wait(owner).unwrap_or_else(|e| e.into_inner());
+        }
+        *owner = Some(me);
+        memory::set_no_sleep(true);
+    })
+}
+
+/// `kpi_route_unlock`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_route_unlock() {
+    host(|| {
+        let me = thread::current().id();
+        let mut owner = ROUTE.lock().unwrap_or_else(|e| e.into_inner());
+        let ok = *owner == Some(me);
+        *owner = None;
+        drop(owner);
+        memory::set_no_sleep(false);
+        ROUTE_FREE.notify_all();
+        require(ok, || {
+            String::from("kpi_route_unlock without kpi_route_lock")
+        });
+    })
+}
+
+/// `kpi_route_wait`: `msleep` on the route mutex: gives it up, sleeps until a wake-up,
+/// takes it back. Only where sleeping is allowed (apart from the mutex itself).
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_route_wait() {
+    host(|| {
+        let me = thread::current().id();
+        let mut owner = ROUTE.lock().unwrap_or_else(|e| e.into_inner());
+        require(*owner == Some(me), || {
+            String::from("kpi_route_wait without the route mutex")
+        });
+        memory::set_no_sleep(false);
+        may_sleep("kpi_route_wait");
+        *owner = None;
+        ROUTE_FREE.notify_all();
+        // A wait nothing will end (a test that drives g_up on this very thread) is a broken
+        // rule, not a hung suite.
+        let (next, waited) = ROUTE_WAKE
+            .wait_timeout(owner, std::time::Duration::from_secs(30))
+            .unwrap_or_else(|e| e.into_inner());
+        owner = next;
+        require(!waited.timed_out(), || {
+            String::from("kpi_route_wait: nothing woke it in 30 s")
+        });
+        while owner.is_some() {
+            owner = ROUTE_FREE.wait(owner).unwrap_or_else(|e| e.into_inner());
+        }
+        *owner = Some(me);
+        memory::set_no_sleep(true);
+    })
+}
+
+/// `kpi_route_wakeup`.
+#[unsafe(no_mangle)]
+pub extern "C" fn kpi_route_wakeup() {
+    host(|| {
+        let me = thread::current().id();
+        let owner = ROUTE.lock().unwrap_or_else(|e| e.into_inner());
+        require(*owner == Some(me), || {
+            String::from("kpi_route_wakeup without the route mutex")
+        });
+        drop(owner);
+        ROUTE_WAKE.notify_all();
+    })
+}
+
 std::thread_local! {
     /// This thread holds the gate (kept beside `Gate::owner` so that the allocator can ask
     /// without locking or allocating).

@@ -116,6 +116,7 @@ impl Kernel {
     pub fn boot() -> Kernel {
         let one = ONE_KERNEL.lock().unwrap_or_else(|e| e.into_inner());
         world::reset();
+        kpi::reset_route();
         UNLOADED.store(false, std::sync::atomic::Ordering::SeqCst);
         crate::tunables::reset();
         memory::reset_counters();
