@@ -11,12 +11,15 @@
 //!   its topology calls never reach its own methods; should one ever do, an open fails with
 //!   EDEADLK, and a close, which GEOM requires to succeed, is [deferred](defer_close) to the
 //!   next control method's hold, [`Held::enter_control`].)
-//! * [`Held::try_enter`] (`kpi_gate_try_enter`) never waits: g_down and g_up use it and hand
-//!   their request to `g_mp_kt` when a control call owns the class. While it is held, the
-//!   thread may not sleep.
+//! * [`Held::try_enter`] (`kpi_gate_try_enter`) never waits: g_down and g_up use it and,
+//!   when a control call owns the class, use their geom's direct route or hand their request
+//!   to `g_mp_kt`. While it is held, the thread may not sleep.
 //!
-//! So there is never more than one `&mut Module`, and the data path never waits for a control
-//! call that is itself waiting for I/O.
+//! A hold taken with [`Held::enter`] publishes every geom's direct route as it ends
+//! ([`crate::route::publish`]), so that the data path's routes never lag a finished call.
+//!
+//! So there is never more than one `&mut Module`, and the data path's threads never wait for
+//! a control call (requests that need the class may, in `g_mp_kt`: the README's *Locking*).
 
 use alloc::collections::VecDeque;
 use core::cell::UnsafeCell;

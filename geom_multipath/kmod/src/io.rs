@@ -10,13 +10,16 @@
 //! `M_NOWAIT` of the request's state, and `g_post_event(M_NOWAIT)` of deferred work.
 //!
 //! Where each step runs, as in FreeBSD:
-//! * `start` routes in g_down; if a control call owns the class it queues the request to
-//!   `g_mp_kt` (`KPI_WORK_START`), which routes it when the class is free. While requests
-//!   wait there, later ones queue behind them: none overtakes another (a `BIO_ORDERED` one
-//!   included, whose clones keep the flag).
+//! * `start` routes in g_down; if a control call owns the class it sends the request on its
+//!   geom's direct route ([`crate::route`]) or, with none, queues it to `g_mp_kt`
+//!   (`KPI_WORK_START`), which routes it when the class is free. While requests wait there,
+//!   later ones queue behind them: none overtakes another (a `BIO_ORDERED` one included,
+//!   whose clones keep the flag).
 //! * `done` of a success or an ordinary error completes in g_up. An EIO/ENXIO completion is
 //!   queued to `g_mp_kt` (`KPI_WORK_DONE`), which fails the path and *reissues* the request from
-//!   there, never inline in g_up. So are completions that find the class busy, and those on a
+//!   there, never inline in g_up. A direct attempt is given back to its route first; a
+//!   success is delivered in g_up without the class, any error goes to `g_mp_kt`, where the
+//!   class adopts the attempt before it judges it. So are completions that find the class busy, and those on a
 //!   LOST path (whose last completion posts the path's detach, which allocates).
 
 use core::ptr::NonNull;

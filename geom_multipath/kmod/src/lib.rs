@@ -20,10 +20,12 @@
 //! *class gate* (`kpi_gate_*`, an sx lock): control methods (taste, ctlreq, access, orphan,
 //! resize, dumpconf, events) take it after GEOM's topology lock and may sleep while holding
 //! it (GEOM I/O of the metadata sector); the data path (`start` in g_down, `done` in g_up)
-//! only *tries* it and, when a control call owns the class, hands the request to the
-//! `g_mp_kt` kernel process instead of waiting (later requests queue behind it). Failed
-//! attempts (EIO/ENXIO) always go to `g_mp_kt`, as in FreeBSD, so a reissue never happens
-//! inline in g_up. The full rules, and what is still open, are in the README's *Locking*.
+//! only *tries* it. When a control call owns the class, a request goes on its geom's direct
+//! route, which the class published under the *route mutex* (`kpi_route_*`, an mtx nobody
+//! holds across a sleep), or, with no route, to the `g_mp_kt` kernel process (later requests
+//! queue behind it). Failed attempts (EIO/ENXIO, and any error of a direct attempt) always go
+//! to `g_mp_kt`, as in FreeBSD, so a reissue never happens inline in g_up. The full rules,
+//! and what is still open, are in the README's *Locking*.
 //!
 //! # Features
 //! * `kernel`: the `#[global_allocator]` over `kpi_malloc` and the `#[panic_handler]` over

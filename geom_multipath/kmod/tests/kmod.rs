@@ -586,18 +586,7 @@ fn io_completes_while_asleep(point: SleepPoint) -> bool {
     }
     latch.release();
     control.join().expect("control call");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for t in threads {
-        t.join().expect("pump");
-    }
-    k.settle();
-    for bp in requests {
-        assert_eq!(k.answer(bp).map(|a| a.delivered), Some(1), "{point:?}");
-        k.forget(bp);
-    }
-    k.close(fred);
-    k.close(bob);
-    finish(k);
+    wind_down(k, &stop, threads, &requests, &[fred, bob]);
     answered
 }
 
@@ -613,6 +602,42 @@ fn a_confxml_read_sleeping_in_its_buffer_holds_nothing_the_io_path_needs() {
     // (a), dumpconf: the answer is formatted under the class and handed to the sbuf after,
     // so a kern.geom.confxml read that sleeps for its buffer parks no I/O.
     assert!(io_completes_while_asleep(SleepPoint::Sbuf));
+}
+
+/// The next request on provider `name` fails with EIO, and only that one.
+fn eio_once(k: &mut Kernel, name: &str) {
+    k.fault(
+        name,
+        Fault {
+            io: Some(5),
+            io_count: Some(1),
+            ..Fault::default()
+        },
+    );
+}
+
+/// Stops the pump threads, lets the kernel settle, and ends the scenario: every request
+/// answered once and forgotten, every open closed, nothing left (`finish`).
+fn wind_down(
+    mut k: Kernel,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    requests: &[userland::world::Handle],
+    opens: &[userland::world::Handle],
+) {
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for t in threads {
+        t.join().expect("pump");
+    }
+    k.settle();
+    for &bp in requests {
+        assert_eq!(k.answer(bp).map(|a| a.delivered), Some(1), "request {bp}");
+        k.forget(bp);
+    }
+    for &cp in opens {
+        k.close(cp);
+    }
+    finish(k);
 }
 
 /// Runs g_up, g_mp_kt and the event thread on their own threads until `stop`.
@@ -666,8 +691,6 @@ fn a_sleeping_control_call_never_blocks_g_down_or_g_up() {
 }
 
 #[test]
-#[ignore = "issue 9 item 1 is open: a control call that sleeps holds the class-wide gate, and \
-            the requests of every geom wait for it in g_mp_kt"]
 fn requests_complete_while_a_control_call_sleeps() {
     // (a): the I/O path never waits for a control call that sleeps: requests to the geom the
     // control call works on, and to another geom, complete while it sleeps.
@@ -681,6 +704,116 @@ fn requests_complete_while_a_control_call_sleeps() {
             "{point:?}: requests waited for the sleeping control call"
         );
     }
+}
+
+#[test]
+fn a_direct_attempt_that_fails_while_a_control_call_sleeps_is_judged_by_the_class_after() {
+    // A request sent on FRED's direct route fails on its path while a control call sleeps
+    // with the class: it waits in g_mp_kt for the class (only failures need it), which then
+    // adopts the attempt, fails the path and reissues the request on the other path.
+    let (mut k, fred, bob) = two_geoms();
+    eio_once(&mut k, "md0");
+    let (latch, control) = sleeping_control_call(SleepPoint::LabelIo);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let threads = pumps(&stop);
+    let failing = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![1; 512], None);
+    // BOB's requests still flow while FRED's failed attempt waits for the class.
+    let other = k.submit("multipath/BOB", KPI_BIO_WRITE, 0, vec![2; 512], None);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while k.answer(other).is_none() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert!(
+        k.answer(other).is_some(),
+        "BOB's request waited for the control call"
+    );
+    assert!(
+        k.answer(failing).is_none(),
+        "the failed attempt is the class's to judge, and the class is asleep"
+    );
+    latch.release();
+    control.join().expect("control call");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while k.answer(failing).is_none() && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        k.answer(failing).map(|a| a.error),
+        Some(0),
+        "reissued on md1 once the class is free"
+    );
+    assert!(
+        k.console()
+            .iter()
+            .any(|l| l == "GEOM_MULTIPATH: Error 5, md0 in FRED marked FAIL"),
+        "the class judged the direct attempt"
+    );
+    wind_down(k, &stop, threads, &[failing, other], &[fred, bob]);
+}
+
+#[test]
+fn requests_sent_directly_keep_their_order() {
+    // (g) on the direct route: while the class is busy, g_down sends FRED's writes to its
+    // active path itself, in arrival order.
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let cp = k.open("multipath/FRED", 1, 1, 0).expect("open");
+    k.issued_offsets();
+    k.issued();
+    let hold = k.hold_gate();
+    let bps: Vec<_> = (0..3u64)
+        .map(|i| k.submit("multipath/FRED", KPI_BIO_WRITE, i * 512, vec![1; 512], None))
+        .collect();
+    assert_eq!(k.queues().1, 0, "nothing waits for the class");
+    assert_eq!(
+        k.issued_offsets(),
+        [0, 512, 1024],
+        "issued in arrival order"
+    );
+    assert_eq!(k.issued(), ["md0", "md0", "md0"], "on the active path");
+    // Their completions need no class either.
+    while k.run_up() {}
+    for &bp in &bps {
+        assert_eq!(k.answer(bp).map(|a| (a.error, a.delivered)), Some((0, 1)));
+    }
+    drop(hold);
+    wind_down(k, &Default::default(), Vec::new(), &bps, &[cp]);
+}
+
+#[test]
+fn a_path_leaves_only_once_its_direct_requests_are_back() {
+    // A request sent directly is in flight on md0 when `remove FRED md0` drops md0's access:
+    // the verb waits (on the route mutex, not the class) until g_up has it back.
+    let (mut k, _) = machine(2);
+    assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
+    let cp = k.open("multipath/FRED", 1, 1, 0).expect("open");
+    let base = k.provider_state("md0").unwrap().access;
+    let hold = k.hold_gate();
+    let bp = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![1; 512], None);
+    drop(hold);
+    assert_eq!(k.queues().0, 1, "its completion waits in g_up");
+    let control = std::thread::spawn(|| {
+        let reply = userland::ctl_request(userland::ctl_params("remove", &[], &["FRED", "md0"]));
+        assert_eq!(reply.error, None, "{reply:?}");
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while userland::kpi::route_sleepers() == 0 && std::time::Instant::now() < deadline {
+        std::thread::yield_now();
+    }
+    assert_eq!(
+        userland::kpi::route_sleepers(),
+        1,
+        "the verb waits for the request"
+    );
+    assert_eq!(
+        k.provider_state("md0").unwrap().access,
+        base,
+        "md0 keeps its access while a request is on it"
+    );
+    assert!(k.run_up());
+    control.join().expect("remove");
+    assert_eq!(k.answer(bp).map(|a| a.error), Some(0));
+    wind_down(k, &Default::default(), Vec::new(), &[bp], &[cp]);
 }
 
 #[test]
@@ -708,14 +841,7 @@ fn unload_drains_g_mp_kt_before_fini_and_cancels_events_last() {
     let (mut k, _) = machine(2);
     assert_eq!(create(&mut k, &[], &["md0", "md1"]), ok());
     let cp = k.open("multipath/FRED", 1, 1, 0).expect("open");
-    k.fault(
-        "md0",
-        Fault {
-            io: Some(5),
-            io_count: Some(1),
-            ..Fault::default()
-        },
-    );
+    eio_once(&mut k, "md0");
     let bp = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![7; 512], None);
     k.settle();
     assert_eq!(k.answer(bp).map(|a| (a.error, a.delivered)), Some((0, 1)));
@@ -750,14 +876,7 @@ fn a_close_never_fails_even_when_it_reenters_the_class() {
     drop(hold);
     // g_mp_kt enters the class without the topology lock: it leaves the close alone (a
     // g_access there would break GEOM's rule, which `finish` checks).
-    k.fault(
-        "md0",
-        Fault {
-            io: Some(5),
-            io_count: Some(1),
-            ..Fault::default()
-        },
-    );
+    eio_once(&mut k, "md0");
     let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
     assert!(k.run_up());
     assert!(k.run_worker(), "the EIO completion is g_mp_kt's");
@@ -812,14 +931,7 @@ fn enomem_on_the_data_path_fails_the_request_not_the_kernel() {
     let a = read_bytes(&mut k, 0, 512);
     assert_eq!((a.error, a.delivered), (12, 1));
     // The clone for a reissue fails: the request ends with ENOMEM, once.
-    k.fault(
-        "md0",
-        Fault {
-            io: Some(5),
-            io_count: Some(1),
-            ..Fault::default()
-        },
-    );
+    eio_once(&mut k, "md0");
     let bp = k.submit("multipath/FRED", KPI_BIO_READ, 0, vec![0; 512], None);
     assert!(k.run_up());
     k.fail_clones(1);

@@ -226,3 +226,125 @@ impl Kernel {
         self.gate_exit();
     }
 }
+
+/// The direct route of one geom (`route.rs`) under the route mutex: g_down takes it and
+/// counts the request in flight, g_up gives it back and wakes a drain at zero, a control call
+/// revokes it and waits (`kpi_route_wait`, msleep on the mutex) before it detaches the path.
+struct Direct {
+    /// (route, requests in flight on it)
+    route: Mutex<(Option<u32>, u32)>,
+    /// `wakeup` of `kpi_route_wait` sleepers.
+    drained: Condvar,
+    /// The path's consumer is detached (the control call's `g_detach`).
+    detached: Mutex<bool>,
+    /// Completions waiting for g_up, and whether g_down is done sending.
+    up: Mutex<(VecDeque<u32>, bool)>,
+    up_wake: Condvar,
+    /// Requests answered (directly, or through the class when there was no route).
+    answered: Mutex<Vec<u32>>,
+}
+
+impl Direct {
+    fn new() -> Direct {
+        Direct {
+            route: Mutex::new((Some(1), 0)),
+            drained: Condvar::new(),
+            detached: Mutex::new(false),
+            up: Mutex::new((VecDeque::new(), false)),
+            up_wake: Condvar::new(),
+            answered: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// `io::start_direct` with the gate busy: the route, or the class (modelled as answered
+    /// at once: the class owns that request from here).
+    fn start(&self, id: u32) {
+        let path = {
+            let mut r = self.route.lock().unwrap();
+            let path = r.0;
+            if path.is_some() {
+                r.1 += 1;
+            }
+            path
+        };
+        match path {
+            Some(_) => {
+                // g_io_request on the path's consumer, after the mutex is given back.
+                assert!(
+                    !*self.detached.lock().unwrap(),
+                    "request on a detached path"
+                );
+                self.up.lock().unwrap().0.push_back(id);
+                self.up_wake.notify_all();
+            }
+            None => self.answered.lock().unwrap().push(id),
+        }
+    }
+
+    fn down_done(&self) {
+        self.up.lock().unwrap().1 = true;
+        self.up_wake.notify_all();
+    }
+
+    /// g_up: `io::done` of a direct attempt (`route::give_back`), until g_down is done.
+    fn g_up(&self) {
+        loop {
+            let id = {
+                let mut up = self.up.lock().unwrap();
+                loop {
+                    if let Some(id) = up.0.pop_front() {
+                        break Some(id);
+                    }
+                    if up.1 {
+                        break None;
+                    }
+                    up = self.up_wake.wait(up).unwrap();
+                }
+            };
+            let Some(id) = id else { return };
+            let mut r = self.route.lock().unwrap();
+            r.1 -= 1;
+            if r.1 == 0 {
+                self.drained.notify_all();
+            }
+            drop(r);
+            self.answered.lock().unwrap().push(id);
+        }
+    }
+
+    /// A control call detaching the path: `route::drain`, then `g_detach`.
+    fn detach(&self) {
+        let mut r = self.route.lock().unwrap();
+        r.0 = None;
+        while r.1 > 0 {
+            r = self.drained.wait(r).unwrap();
+        }
+        drop(r);
+        *self.detached.lock().unwrap() = true;
+    }
+}
+
+#[test]
+fn a_path_is_detached_only_once_its_direct_requests_are_back() {
+    model(|| {
+        let d = Arc::new(Direct::new());
+        let up = {
+            let d = d.clone();
+            thread::spawn(move || d.g_up())
+        };
+        let control = {
+            let d = d.clone();
+            thread::spawn(move || d.detach())
+        };
+        // g_down, while the control call owns the class.
+        d.start(0);
+        d.start(1);
+        d.down_done();
+        control.join().unwrap();
+        up.join().unwrap();
+        let mut answered = d.answered.lock().unwrap().clone();
+        answered.sort_unstable();
+        assert_eq!(answered, [0, 1], "every request answered once");
+        assert_eq!(d.route.lock().unwrap().1, 0);
+    });
+}

@@ -233,6 +233,14 @@ static ROUTE_FREE: Condvar = Condvar::new();
 /// `kpi_route_wait` sleepers wait here (their channel).
 static ROUTE_WAKE: Condvar = Condvar::new();
 
+/// Threads asleep in `kpi_route_wait` (a control method draining a path's direct requests).
+static ROUTE_SLEEPERS: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+
+/// How many threads sleep in `kpi_route_wait` now.
+pub fn route_sleepers() -> usize {
+    ROUTE_SLEEPERS.load(core::sync::atomic::Ordering::SeqCst)
+}
+
 /// A new machine: nobody holds the route mutex (a failed test may have left it held).
 pub(crate) fn reset_route() {
     *ROUTE.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -288,10 +296,12 @@ pub extern "C" fn kpi_route_wait() {
         ROUTE_FREE.notify_all();
         // A wait nothing will end (a test that drives g_up on this very thread) is a broken
         // rule, not a hung suite.
+        ROUTE_SLEEPERS.fetch_add(1, core::sync::atomic::Ordering::SeqCst);
         let (next, waited) = ROUTE_WAKE
             .wait_timeout(owner, std::time::Duration::from_secs(30))
             .unwrap_or_else(|e| e.into_inner());
         owner = next;
+        ROUTE_SLEEPERS.fetch_sub(1, core::sync::atomic::Ordering::SeqCst);
         require(!waited.timed_out(), || {
             String::from("kpi_route_wait: nothing woke it in 30 s")
         });
