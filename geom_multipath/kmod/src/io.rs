@@ -12,9 +12,9 @@
 //! Where each step runs, as in FreeBSD:
 //! * `start` routes in g_down; if a control call owns the class it sends the request on its
 //!   geom's direct route ([`crate::route`]) or, with none, queues it to `g_mp_kt`
-//!   (`KPI_WORK_START`), which routes it when the class is free. While requests wait there,
-//!   later ones queue behind them: none overtakes another (a `BIO_ORDERED` one included,
-//!   whose clones keep the flag).
+//!   (`KPI_WORK_START`), which routes it when the class is free. While a geom's requests
+//!   wait there, its later ones queue behind them: none overtakes another (a `BIO_ORDERED`
+//!   one included, whose clones keep the flag).
 //! * `done` of a success or an ordinary error completes in g_up. An EIO/ENXIO completion is
 //!   queued to `g_mp_kt` (`KPI_WORK_DONE`), which fails the path and *reissues* the request from
 //!   there, never inline in g_up. A direct attempt is given back to its route first; a
@@ -64,7 +64,14 @@ impl Action {
                 old.retire();
                 new.request(cp);
             }
-            Action::Queue(bp, kind) => bp.enqueue(kind),
+            Action::Queue(bp, kind) => {
+                if kind == kpi_work::KPI_WORK_START {
+                    if let Some(gp) = bp.geom() {
+                        route::start_queued(gp);
+                    }
+                }
+                bp.enqueue(kind);
+            }
         }
     }
 }
@@ -88,11 +95,16 @@ fn new_state(geom: GeomId, bp: Bio, direct: Option<PathId>) -> Option<NonNull<Re
 }
 
 /// g_down: route a new request; if a control call owns the class, send it on its geom's
-/// direct route, or else queue it; and queue it whenever earlier requests still wait in
-/// `g_mp_kt` (g_down is one thread, so its requests stay in order).
+/// direct route, or else queue it; and queue it whenever earlier requests of its geom still
+/// wait in `g_mp_kt` (g_down is one thread, so its requests stay in order).
 pub(crate) fn start(bp: Bio) {
-    if kernel::worker_starts_pending() {
-        bp.enqueue(kpi_work::KPI_WORK_START);
+    // Behind its own geom's waiting requests only: other geoms' do not hold it up.
+    let waiting = bp
+        .geom()
+        .and_then(route::starts_waiting)
+        .unwrap_or_else(kernel::worker_starts_pending);
+    if waiting {
+        Action::Queue(bp, kpi_work::KPI_WORK_START).run();
         return;
     }
     let action = match Held::try_enter() {
@@ -135,6 +147,7 @@ fn start_direct(bp: Bio) -> Option<Action> {
 
 /// `g_mp_kt`: route a request `start` queued.
 pub(crate) fn work_start(bp: Bio) {
+    let gp = bp.geom();
     let action = match Held::enter() {
         Ok(mut held) => match held.module() {
             Some(m) => route(m, bp),
@@ -143,6 +156,10 @@ pub(crate) fn work_start(bp: Bio) {
         Err(e) => Action::Deliver(bp, e),
     };
     action.run();
+    // Only once it is on its way may later requests of its geom stop queueing behind it.
+    if let Some(gp) = gp {
+        route::start_routed(gp);
+    }
 }
 
 /// `g_multipath_start`: allocate the request's state, clone it, and let the core choose a path.

@@ -40,6 +40,9 @@ struct Entry {
     inflight: u32,
     /// The path the direct requests in flight are on.
     on: Option<PathId>,
+    /// Requests of this geom queued to `g_mp_kt` and not routed yet: a new one queues
+    /// behind them (so none is overtaken) instead of taking the route or the class.
+    waiting: u32,
 }
 
 struct Table(UnsafeCell<Vec<Entry>>);
@@ -96,6 +99,7 @@ pub(crate) fn add(gp: Geom, geom: GeomId) {
         route: None,
         inflight: 0,
         on: None,
+        waiting: 0,
     };
     let len = {
         let mut locked = Locked::take();
@@ -198,6 +202,26 @@ pub(crate) fn give_back(gp: Geom) {
         e.on = None;
         // SAFETY: held (a Locked exists).
         unsafe { kernel::route_wakeup() }
+    }
+}
+
+/// g_down: whether earlier requests of `gp` still wait in `g_mp_kt`; `None` when `gp` is not
+/// a geom of the class's (the caller then asks `g_mp_kt` about all its requests).
+pub(crate) fn starts_waiting(gp: Geom) -> Option<bool> {
+    Some(Locked::take().entry(gp)?.waiting > 0)
+}
+
+/// g_down queues a request of `gp` to `g_mp_kt`.
+pub(crate) fn start_queued(gp: Geom) {
+    if let Some(e) = Locked::take().entry(gp) {
+        e.waiting += 1;
+    }
+}
+
+/// `g_mp_kt` has routed (or answered) a request of `gp` that g_down queued.
+pub(crate) fn start_routed(gp: Geom) {
+    if let Some(e) = Locked::take().entry(gp) {
+        e.waiting = e.waiting.saturating_sub(1);
     }
 }
 

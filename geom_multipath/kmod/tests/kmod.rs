@@ -752,6 +752,46 @@ fn a_direct_attempt_that_fails_while_a_control_call_sleeps_is_judged_by_the_clas
 }
 
 #[test]
+fn requests_waiting_for_the_class_hold_up_only_their_own_geom() {
+    // While a control call sleeps with the class, FRED's route is revoked by an I/O error,
+    // so FRED's next request waits in g_mp_kt; BOB's requests neither queue behind it nor
+    // wait for the class. FRED's keep their order behind the failed one.
+    let (mut k, fred, bob) = two_geoms();
+    eio_once(&mut k, "md0");
+    let (latch, control) = sleeping_control_call(SleepPoint::LabelIo);
+    let failing = k.submit("multipath/FRED", KPI_BIO_WRITE, 0, vec![1; 512], None);
+    assert!(k.run_up(), "the EIO completion");
+    let behind = k.submit("multipath/FRED", KPI_BIO_WRITE, 512, vec![2; 512], None);
+    assert_eq!(
+        k.queues().1,
+        2,
+        "FRED's failure and its next request wait for the class"
+    );
+    let other = k.submit("multipath/BOB", KPI_BIO_WRITE, 0, vec![3; 512], None);
+    assert_eq!(
+        k.queues().1,
+        2,
+        "BOB's request does not queue behind FRED's"
+    );
+    assert!(k.run_up());
+    assert_eq!(
+        k.answer(other).map(|a| a.error),
+        Some(0),
+        "BOB's request is answered"
+    );
+    assert!(k.answer(behind).is_none() && k.answer(failing).is_none());
+    latch.release();
+    control.join().expect("control call");
+    wind_down(
+        k,
+        &Default::default(),
+        Vec::new(),
+        &[failing, behind, other],
+        &[fred, bob],
+    );
+}
+
+#[test]
 fn requests_sent_directly_keep_their_order() {
     // (g) on the direct route: while the class is busy, g_down sends FRED's writes to its
     // active path itself, in arrival order.
