@@ -1,6 +1,7 @@
 //! Routes and completes N requests on an Active/Active geom of P paths, for counting
 //! instructions per request under callgrind (see BENCHMARKS.md):
-//! `route_loop <paths> <requests>`.
+//! `route_loop <paths> <requests> [selector]` (a `configure -s` value; least-busy by
+//! default).
 use std::hint::black_box;
 
 use geom_multipath::testkit::MemTopology;
@@ -23,6 +24,10 @@ fn main() {
     assert_eq!(topo.verb(&mut class, "create", &flags, &args).error, "");
     let geom = class.find_geom("BENCH").expect("geom");
     class.access(&mut topo, geom, 1, 1, 0).expect("open");
+    if let Some(selector) = std::env::args().nth(3) {
+        let reply = topo.configure(&mut class, "BENCH", &[("selector", &selector)]);
+        assert_eq!(reply.error, "", "selector {selector}");
+    }
     for token in 0..requests {
         let mut bio = Bio::new(token, geom, Op::Read, token << 12, 4096);
         black_box(class.start(black_box(&mut bio)).expect("a path"));

@@ -221,6 +221,9 @@ pub struct Class {
     /// `configure` settings the driver keeps across restarts, by geom name: a geom of that
     /// name starts with them ([`Class::preset`]).
     pub(crate) presets: alloc::collections::BTreeMap<String, Settings>,
+    /// The driver calls `poll_timeout`/`handle_timeout` and carries out probes and
+    /// queueing; `false` for one that does not (see [`Class::untimed`]).
+    pub(crate) timed: bool,
 }
 
 impl Default for Class {
@@ -246,7 +249,18 @@ impl Class {
             clock_wanted: false,
             waiting_total: 0,
             presets: alloc::collections::BTreeMap::new(),
+            timed: true,
         }
+    }
+
+    /// The class for a driver that does not drive the timer table's extensions nor carry
+    /// out probes and queueing (the kernel module, today): `configure` then refuses the
+    /// settings that would need them (a check interval, reinstatement, a queue timeout,
+    /// deferred failback, the service-time selector, which measures throughput on a timer)
+    /// instead of accepting settings that would do nothing.
+    pub fn untimed(mut self) -> Class {
+        self.timed = false;
+        self
     }
 
     // ----- getters -----------------------------------------------------------------------

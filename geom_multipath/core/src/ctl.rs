@@ -334,6 +334,9 @@ pub enum CtlError {
     /// `Invalid <setting> value '<value>'` — a `configure` extension given a value it does
     /// not take.
     InvalidSetting(String, String),
+    /// `<setting> is not carried out by this driver` — a `configure` extension the kernel
+    /// module does not carry out yet.
+    NotCarriedOut(String),
     /// Any other text, verbatim (another class's error, a transport failure).
     Other(String),
 }
@@ -383,6 +386,7 @@ impl fmt::Display for CtlError {
             NotFullyDone => f.write_str("Not fully done."),
             PreferUsage => f.write_str("Usage: prefer GEOM PROVIDER"),
             InvalidSetting(setting, value) => write!(f, "Invalid {setting} value '{value}'"),
+            NotCarriedOut(setting) => write!(f, "{setting} is not carried out by this driver"),
             Other(text) => f.write_str(text),
         }
     }
@@ -610,6 +614,10 @@ mod tests {
             (CtlError::TooFewArguments, "Too few arguments."),
             (CtlError::NotFullyDone, "Not fully done."),
             (CtlError::PreferUsage, "Usage: prefer GEOM PROVIDER"),
+            (
+                CtlError::NotCarriedOut(String::from("queue_timeout")),
+                "queue_timeout is not carried out by this driver",
+            ),
             (
                 CtlError::InvalidSetting(String::from("failback"), String::from("x")),
                 "Invalid failback value 'x'",

@@ -235,6 +235,19 @@ impl Settings {
         })
     }
 
+    /// `setting` is set to a value that only a driver running the timer table, probes and
+    /// queueing carries out.
+    pub fn needs_timers(&self, setting: Setting) -> bool {
+        match setting {
+            Setting::CheckInterval => self.check_interval.is_some_and(|s| s > 0),
+            Setting::Reinstate => self.reinstate == Some(true),
+            Setting::QueueTimeout => self.queue_timeout.is_some_and(|s| s > 0),
+            Setting::Failback => matches!(self.failback, Some(Failback::Deferred(_))),
+            // It measures throughput on a timer.
+            Setting::Selector => self.selector == Some(Selector::ServiceTime),
+        }
+    }
+
     /// Seconds between probes, 0 for none.
     pub fn check_interval(&self, t: &Values) -> u32 {
         self.check_interval.unwrap_or_else(|| t.check_interval())

@@ -309,6 +309,10 @@ impl Class {
                 req.error(CtlError::InvalidSetting(String::from(name), value));
                 return None;
             }
+            if !self.timed && settings.needs_timers(setting) {
+                req.error(CtlError::NotCarriedOut(String::from(name)));
+                return None;
+            }
         }
         Some(settings)
     }

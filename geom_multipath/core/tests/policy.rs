@@ -584,3 +584,43 @@ fn a_preset_applies_to_the_geom_now_and_to_one_created_later() {
         Some(7)
     );
 }
+
+#[test]
+fn a_driver_without_timers_refuses_the_settings_it_cannot_carry_out() {
+    use geom_multipath::testkit::MemTopology;
+    use geom_multipath::Class;
+    let mut topo = MemTopology::new();
+    topo.disk_with_paths("md", 2, 1 << 20, 512);
+    let mut class = Class::default().untimed();
+    let reply = topo.verb(
+        &mut class,
+        "create",
+        &[("active_active", true), ("active_read", false)],
+        &["FRED", "md0", "md1"],
+    );
+    assert_eq!(reply.error, "");
+    for (setting, value) in [
+        ("check_interval", "5"),
+        ("reinstate", "1"),
+        ("queue_timeout", "10"),
+        ("failback", "deferred:5"),
+        ("selector", "service-time"),
+    ] {
+        let reply = topo.configure(&mut class, "FRED", &[(setting, value)]);
+        assert_eq!(
+            reply.error,
+            format!("{setting} is not carried out by this driver")
+        );
+    }
+    for (setting, value) in [
+        ("check_interval", "0"),
+        ("reinstate", "0"),
+        ("queue_timeout", "0"),
+        ("failback", "immediate"),
+        ("selector", "round-robin:4"),
+    ] {
+        let reply = topo.configure(&mut class, "FRED", &[(setting, value)]);
+        assert_eq!(reply.error, "", "{setting}={value}: pure routing, or off");
+    }
+    assert_eq!(class.poll_timeout(), None);
+}

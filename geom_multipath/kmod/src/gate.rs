@@ -47,7 +47,8 @@ impl Module {
     /// A module with no geoms and the current tunables (`g_multipath_init`).
     pub(crate) fn new() -> Module {
         Module {
-            class: Class::new(tunables::snapshot()),
+            // The module does not drive the extensions' timers, probes or queue yet.
+            class: Class::new(tunables::snapshot()).untimed(),
             topo: KernelTopology::default(),
             deferred: VecDeque::new(),
         }
