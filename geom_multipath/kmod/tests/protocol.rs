@@ -11,7 +11,11 @@
 //!   what is left before it exits; the count of starts pending drops only after a request is
 //!   routed;
 //! * fini (`kpi_worker_stop`): DIE, then sleep on the proc until the thread is gone
-//!   (`kproc_exit`'s `wakeup(p)`).
+//!   (`kproc_exit`'s `wakeup(p)`);
+//! * the direct route of a geom under the route mutex (`route.rs`): g_down takes it and counts
+//!   the request, g_up gives it back and wakes drainers at zero, a control call drains it
+//!   (msleep on the mutex) before it detaches the path, and a route to another path is
+//!   published only once no request is left on the old one.
 //!
 //! loom runs every interleaving (within a preemption bound) and fails on a deadlock or a lost
 //! wake-up (every thread asleep); the assertions check that every request is routed exactly
@@ -346,5 +350,74 @@ fn a_path_is_detached_only_once_its_direct_requests_are_back() {
         answered.sort_unstable();
         assert_eq!(answered, [0, 1], "every request answered once");
         assert_eq!(d.route.lock().unwrap().1, 0);
+    });
+}
+
+/// `route::take` / `route::give_back` / `route::publish` for one geom, with the path the
+/// direct requests in flight are on: a route to another path is published only once none is
+/// left, so the requests in flight are always on one path (the one a failed attempt is
+/// adopted on).
+struct Publish {
+    /// (route, in flight, the path they are on)
+    route: Mutex<(Option<u32>, u32, Option<u32>)>,
+}
+
+impl Publish {
+    fn take(&self) -> Option<u32> {
+        let mut r = self.route.lock().unwrap();
+        let path = r.0?;
+        assert!(
+            r.1 == 0 || r.2 == Some(path),
+            "requests in flight on two paths: {:?}",
+            *r
+        );
+        r.1 += 1;
+        r.2 = Some(path);
+        Some(path)
+    }
+
+    fn give_back(&self) {
+        let mut r = self.route.lock().unwrap();
+        r.1 -= 1;
+        if r.1 == 0 {
+            r.2 = None;
+        }
+    }
+
+    fn publish(&self, want: Option<u32>) {
+        let mut r = self.route.lock().unwrap();
+        r.0 = match want {
+            Some(p) if r.1 > 0 && r.2 != Some(p) => None,
+            want => want,
+        };
+    }
+}
+
+#[test]
+fn direct_requests_in_flight_are_always_on_one_path() {
+    model(|| {
+        let p = Arc::new(Publish {
+            route: Mutex::new((Some(1), 0, None)),
+        });
+        // The class moves the route to path 2 (a failover).
+        let control = {
+            let p = p.clone();
+            thread::spawn(move || p.publish(Some(2)))
+        };
+        // g_down sends two requests; g_up (here the same thread, later) gives them back.
+        let sent: Vec<_> = (0..2).filter_map(|_| p.take()).collect();
+        for _ in &sent {
+            p.give_back();
+        }
+        control.join().unwrap();
+        // The next hold of the class (a request routed through it, say) publishes again.
+        p.publish(Some(2));
+        let r = p.route.lock().unwrap();
+        assert_eq!((r.1, r.2), (0, None), "every direct request given back");
+        assert_eq!(
+            r.0,
+            Some(2),
+            "the new route is published once the old path drained"
+        );
     });
 }
