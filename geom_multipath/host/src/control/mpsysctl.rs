@@ -213,7 +213,7 @@ mod tests {
             rank: 1,
         };
         let device = std::sync::Arc::new(crate::testkit::MemDevice::new(1 << 20));
-        owner.add_provider(loop0, crate::owner::providers::Source::Fixed(device));
+        owner.add_provider(loop0, crate::path::device::Source::Fixed(device));
         move |call| Ok(owner.call(call))
     }
 

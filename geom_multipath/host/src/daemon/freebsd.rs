@@ -32,9 +32,9 @@ use crate::discovery::disks;
 use crate::export::ggate::{self, GateControl, GateExport, GateOptions};
 use crate::msg::exports::SharedExports;
 use crate::msg::OwnerHandle;
-use crate::owner::providers::Source;
 use crate::owner::{Owner, Sources};
 use crate::path::device;
+use crate::path::device::Source;
 
 /// The signals the owner acts on: SIGHUP reloads, the others stop.
 const SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
@@ -98,11 +98,11 @@ impl Host {
         };
         let ggctl = Arc::new(open_ggctl()?);
         let dev = open(
-            disks::DEV_ROOT,
+            crate::path::device::DEV_ROOT,
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )
-        .with_context(|| format!("opening {}", disks::DEV_ROOT))?;
+        .with_context(|| format!("opening {}", crate::path::device::DEV_ROOT))?;
         device::set_device_dir(dev);
         let devd = match DevdSocket::connect() {
             Ok(s) => Some(s),

@@ -17,8 +17,8 @@ use crate::discovery::{sysfs, uevents};
 use crate::export::fuse::{self, FuseExport};
 use crate::msg::exports::SharedExports;
 use crate::msg::OwnerHandle;
-use crate::owner::providers::Source;
 use crate::owner::{Owner, Sources};
+use crate::path::device::Source;
 
 /// SIGTERM, SIGINT and SIGHUP, blocked in every thread and read from a signalfd.
 pub(super) struct Signals(SignalFd);

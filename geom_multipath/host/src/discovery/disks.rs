@@ -15,8 +15,8 @@
 //! daemon opens it relative to its `/dev` descriptor. Sysctls cannot be read in capability
 //! mode: after start, devd ([`crate::discovery::devd`]) says what changed.
 
-/// Where device nodes live.
-pub const DEV_ROOT: &str = "/dev";
+use crate::path::device::DEV_ROOT;
+
 /// The sysctl that names every disk(9), separated by spaces.
 pub const KERN_DISKS: &str = "kern.disks";
 /// The sysctl that lists the GEOM tree below the DISK and MD classes, one provider a line.

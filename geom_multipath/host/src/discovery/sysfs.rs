@@ -16,11 +16,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
+#[cfg(test)]
+use crate::path::device::DEV_ROOT;
+
 /// The sysfs mount point.
 pub const SYSFS_ROOT: &str = "/sys";
-
-/// Where devtmpfs puts device nodes.
-pub const DEV_ROOT: &str = "/dev";
 
 /// One block device (a whole disk or a partition) as sysfs shows it at the time of reading.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -54,7 +54,8 @@ use nix::sys::socket::{
 use nix::sys::stat::{makedev, mknod, Mode, SFlag};
 use tracing::{debug, warn};
 
-use crate::discovery::sysfs::{self, is_valid_name, DEV_ROOT, SYSFS_ROOT};
+use crate::discovery::sysfs::{self, is_valid_name, SYSFS_ROOT};
+use crate::path::device::DEV_ROOT;
 
 /// Where the daemon's private device nodes live (on devtmpfs, next to the public ones).
 pub const PRIVATE_NODE_DIR: &str = "/dev/.gmultipathd";

@@ -117,7 +117,7 @@ pub enum Msg {
         /// Its name, size and sector size.
         info: geom_multipath::ProviderInfo,
         /// How to reach its data.
-        source: crate::owner::providers::Source,
+        source: crate::path::device::Source,
     },
     /// Such a provider went away: its paths are orphaned.
     ProviderDown {

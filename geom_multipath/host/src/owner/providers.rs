@@ -14,12 +14,11 @@
 //! host's own closes do not come back to it as "somebody closed this device after writing".
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use geom_multipath::{Errno, PathId, ProviderInfo};
 
-use crate::path::device::{BlockDevice, Device};
+use crate::path::device::{BlockDevice, Device, Source};
 
 /// Who holds a provider open.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -56,30 +55,6 @@ impl Counts {
             e: self.e + de,
         }
     }
-}
-
-/// How a provider's device is opened.
-pub enum Source {
-    /// A block device, opened through this node.
-    Block {
-        /// The node to open (a private node of the same device).
-        node: PathBuf,
-        /// GEOM::physpath.
-        physpath: String,
-        /// GEOM::ident: who the disk is, if it can say.
-        ident: Option<String>,
-    },
-    /// A provider stacked on another one (a NOP): taking access on it takes the same
-    /// access on `lower`, and its device (which forwards to `lower`'s through a
-    /// [`ProviderTable::handle`]) is ready-made.
-    Stacked {
-        /// The provider below.
-        lower: String,
-        /// This provider's device.
-        device: Arc<dyn Device>,
-    },
-    /// A ready-made device (tests).
-    Fixed(Arc<dyn Device>),
 }
 
 /// Where a provider's open device is published for [`Forward`] handles.

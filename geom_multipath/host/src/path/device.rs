@@ -14,7 +14,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use geom_multipath::Errno;
@@ -22,6 +22,33 @@ use geom_multipath::Errno;
 use crate::sys::{self, BlockGeometry};
 
 pub use geom_multipath_sys::{IoBuf, ALIGN};
+
+/// Where device nodes are.
+pub const DEV_ROOT: &str = "/dev";
+
+/// How a provider's device is opened.
+pub enum Source {
+    /// A block device, opened through this node.
+    Block {
+        /// The node to open (a private node of the same device).
+        node: PathBuf,
+        /// GEOM::physpath.
+        physpath: String,
+        /// GEOM::ident: who the disk is, if it can say.
+        ident: Option<String>,
+    },
+    /// A provider stacked on another one (a NOP): taking access on it takes the same
+    /// access on `lower`, and its device (which forwards to `lower`'s through a
+    /// `ProviderTable::handle`) is ready-made.
+    Stacked {
+        /// The provider below.
+        lower: String,
+        /// This provider's device.
+        device: Arc<dyn Device>,
+    },
+    /// A ready-made device (tests).
+    Fixed(Arc<dyn Device>),
+}
 
 /// The errno of an I/O error (EIO when the error carries none).
 pub fn errno_of(e: &io::Error) -> Errno {
@@ -78,10 +105,7 @@ pub fn device_dir() -> Option<std::os::fd::BorrowedFd<'static>> {
 /// adds nothing.)
 pub fn open_node(path: &Path, write: bool, exclusive: bool) -> io::Result<File> {
     #[cfg(target_os = "freebsd")]
-    if let (Some(dir), Ok(rel)) = (
-        device_dir(),
-        path.strip_prefix(crate::discovery::disks::DEV_ROOT),
-    ) {
+    if let (Some(dir), Ok(rel)) = (device_dir(), path.strip_prefix(DEV_ROOT)) {
         use nix::fcntl::{openat, OFlag};
         let _ = exclusive;
         let access = if write {

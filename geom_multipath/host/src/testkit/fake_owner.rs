@@ -269,7 +269,7 @@ fn serve(inbox: OwnerInbox, fake: Arc<Fake>, events: Sender<ProviderEvent>) {
             }
             Msg::ProviderUp { info, source } => {
                 let dev = match source {
-                    crate::owner::providers::Source::Fixed(d) => Some(d),
+                    crate::path::device::Source::Fixed(d) => Some(d),
                     _ => None,
                 };
                 let name = info.name.clone();

@@ -58,8 +58,8 @@ use crate::nbd_proto::{
     INFO_BLOCK_SIZE, MAX_PAYLOAD, NBD_ESHUTDOWN, OPT_GO, REP_ERR_POLICY, REP_ERR_UNKNOWN,
     REP_ERR_UNSUP,
 };
-use crate::owner::providers::Source;
 use crate::path::device::Device;
+use crate::path::device::Source;
 
 mod connection;
 mod uri;
