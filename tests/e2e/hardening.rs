@@ -512,3 +512,123 @@ fn the_export_of_a_geom_whose_last_path_went_is_gone() {
     assert_eq!(e.raw_os_error(), Some(libc::ENOENT), "{e}");
     drop(held);
 }
+
+/// Makes a CA, a server and a client certificate signed by it, and a client certificate of
+/// another CA, with openssl(1); returns (server dir, client dir, other CA's client dir) laid
+/// out as qemu's tls-creds-x509 and libnbd's tls-certificates want them.
+fn make_certificates(dir: &std::path::Path) -> (String, String, String) {
+    let script = r#"set -e
+d=$1; mkdir -p $d/srv $d/cli $d/evil; cd $d
+req() { openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "$@" 2>/dev/null; }
+req -x509 -keyout ca-key.pem -out ca-cert.pem -days 2 -subj /CN=gmp-test-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+req -x509 -keyout evil/ca-key.pem -out evil/ca.pem -days 2 -subj /CN=other-ca \
+    -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign
+printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' > srv.ext
+printf 'extendedKeyUsage=clientAuth\nkeyUsage=critical,digitalSignature,keyEncipherment\n' > cli.ext
+sign() { openssl x509 -req -in $1.csr -CA $2 -CAkey $3 -CAcreateserial -out $4 -days 2 -extfile $5 2>/dev/null; }
+req -keyout srv/server-key.pem -out server.csr -subj /CN=server
+sign server ca-cert.pem ca-key.pem srv/server-cert.pem srv.ext
+req -keyout cli/client-key.pem -out client.csr -subj /CN=client
+sign client ca-cert.pem ca-key.pem cli/client-cert.pem cli.ext
+req -keyout evil/client-key.pem -out evil.csr -subj /CN=intruder
+sign evil evil/ca.pem evil/ca-key.pem evil/client-cert.pem cli.ext
+cp ca-cert.pem srv/; cp ca-cert.pem cli/; cp ca-cert.pem evil/ca-cert.pem
+"#;
+    let out = run(
+        std::path::Path::new("sh"),
+        &["-c", script, "sh", &dir.display().to_string()],
+        &[],
+    );
+    assert_eq!(out.code, 0, "{out:?}");
+    let sub = |s: &str| dir.join(s).display().to_string();
+    (sub("srv"), sub("cli"), sub("evil"))
+}
+
+/// Item 2: the NBD export over TCP speaks NBD_OPT_STARTTLS with mutual x509 (rustls) and
+/// refuses anything else: qemu-img, qemu-io, nbdinfo and nbdcopy with a certificate of
+/// the export's CA read and write; a plaintext client and one with another CA's
+/// certificate get nothing.
+#[test]
+fn the_tcp_export_takes_tls_clients_with_the_cas_certificate_only() {
+    if !root_or_skip("nbd_tls") {
+        return;
+    }
+    for tool in ["openssl", "qemu-img", "qemu-io", "nbdinfo", "nbdcopy"] {
+        if run(
+            std::path::Path::new("sh"),
+            &["-c", &format!("command -v {tool}")],
+            &[],
+        )
+        .code
+            != 0
+        {
+            println!("SKIPPED: nbd_tls: {tool} is not installed");
+            return;
+        }
+    }
+    let scratch = Scratch::new("tls");
+    let (srv, cli, evil) = make_certificates(&scratch.dir.join("pki"));
+    let img = scratch.image("disk.img", 16 * MIB);
+    let (a, b) = (Loop::attach(&img), Loop::attach(&img));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Daemon::start_with(&scratch, &["--nbd-tcp", &addr, "--nbd-tls-dir", &srv]);
+    d.gmultipath(&["label", "FRED", &a.name, &b.name]).ok();
+    d.wait_status("FRED", "OPTIMAL");
+    let tool = |name: &str, args: &[&str]| run(std::path::Path::new(name), args, &[]);
+    let creds = format!("tls-creds-x509,id=tls0,endpoint=client,dir={cli}");
+    let image = format!("driver=nbd,host=127.0.0.1,port={port},export=FRED,tls-creds=tls0");
+    let info = tool(
+        "qemu-img",
+        &["info", "--object", &creds, "--image-opts", &image],
+    );
+    assert_eq!(info.code, 0, "{info:?}");
+    assert!(info.stdout.contains("16 MiB"), "{info:?}");
+    let io = tool(
+        "qemu-io",
+        &[
+            "--object",
+            &creds,
+            "--image-opts",
+            &image,
+            "-c",
+            "write -P 0xa5 0 1M",
+            "-c",
+            "read -P 0xa5 0 1M",
+        ],
+    );
+    assert_eq!(io.code, 0, "{io:?}");
+    assert!(!io.stdout.contains("Pattern verification failed"), "{io:?}");
+    let uri = format!("nbds://127.0.0.1:{port}/FRED?tls-certificates={cli}");
+    let nbdinfo = tool("nbdinfo", &["--size", &uri]);
+    assert_eq!(
+        (nbdinfo.code, nbdinfo.stdout.trim()),
+        (0, "16776704"),
+        "{nbdinfo:?}"
+    );
+    let data = scratch.dir.join("data");
+    std::fs::write(&data, vec![0x3cu8; 1 << 20]).unwrap();
+    let copy = tool("nbdcopy", &[&data.display().to_string(), &uri]);
+    assert_eq!(copy.code, 0, "{copy:?}");
+    let back = scratch.dir.join("back");
+    let copy = tool("nbdcopy", &[&uri, &back.display().to_string()]);
+    assert_eq!(copy.code, 0, "{copy:?}");
+    assert_eq!(
+        std::fs::read(&back).unwrap()[..1 << 20],
+        vec![0x3cu8; 1 << 20][..]
+    );
+    // Refused: plaintext, and a certificate of another CA.
+    let plain = tool(
+        "nbdinfo",
+        &["--size", &format!("nbd://127.0.0.1:{port}/FRED")],
+    );
+    assert_ne!(plain.code, 0, "{plain:?}");
+    let other = format!("nbds://127.0.0.1:{port}/FRED?tls-certificates={evil}");
+    let intruder = tool("nbdinfo", &["--size", &other]);
+    assert_ne!(intruder.code, 0, "{intruder:?}");
+}

@@ -80,7 +80,7 @@ fn main() -> anyhow::Result<()> {
         nbd::NbdConfig {
             unix_dir: Some(PathBuf::from(nbd_dir)),
             tcp: None,
-            allow_remote: false,
+            ..Default::default()
         },
         exports,
         handle.clone(),

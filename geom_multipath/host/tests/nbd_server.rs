@@ -37,7 +37,8 @@ impl Served {
         let config = NbdConfig {
             unix_dir: Some(dir.path("nbd")),
             tcp: Some("127.0.0.1:0".parse().unwrap()),
-            allow_remote: false,
+            insecure_plaintext: true,
+            ..Default::default()
         };
         let server = serve(config, fo.exports.clone(), fo.owner.clone()).expect("serve");
         let s = Served {
@@ -618,7 +619,7 @@ fn sockets_follow_the_table() {
     let config = NbdConfig {
         unix_dir: Some(nbd.clone()),
         tcp: None,
-        allow_remote: false,
+        ..Default::default()
     };
     let server = serve(config, fo.exports.clone(), fo.owner.clone()).unwrap();
     assert!(!nbd.join("OLD").exists(), "stale sockets are removed");

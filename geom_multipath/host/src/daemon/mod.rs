@@ -82,12 +82,20 @@ pub struct Args {
     #[arg(long, env = "GMULTIPATH_NBD_DIR", value_name = "DIR")]
     pub nbd_dir: Option<PathBuf>,
     /// Also serve every multipath provider over NBD on this TCP address (loopback only
-    /// unless --nbd-allow-remote: NBD has no authentication).
+    /// unless --nbd-allow-remote), with TLS from --nbd-tls-dir.
     #[arg(long, env = "GMULTIPATH_NBD_TCP", value_name = "ADDR:PORT")]
     pub nbd_tcp: Option<std::net::SocketAddr>,
     /// Allow --nbd-tcp on an address that is not loopback.
     #[arg(long)]
     pub nbd_allow_remote: bool,
+    /// TLS credentials for --nbd-tcp (ca-cert.pem, server-cert.pem, server-key.pem):
+    /// clients must use NBD_OPT_STARTTLS and show a certificate the CA signed.
+    #[arg(long, env = "GMULTIPATH_NBD_TLS_DIR", value_name = "DIR")]
+    pub nbd_tls_dir: Option<PathBuf>,
+    /// Serve --nbd-tcp without TLS: any process that reaches the port may read and write
+    /// every exported disk.
+    #[arg(long)]
+    pub nbd_tcp_insecure_plaintext: bool,
     /// NBD URIs to connect at start, comma-separated (nbd://HOST[:PORT]/EXPORT,
     /// nbd+unix:///EXPORT?socket=PATH), so labeled remote disks assemble at boot.
     #[arg(
@@ -323,6 +331,14 @@ fn run(args: &Args) -> anyhow::Result<()> {
                     unix_dir: unix_dir.clone(),
                     tcp,
                     allow_remote: args.nbd_allow_remote,
+                    tls: match &args.nbd_tls_dir {
+                        Some(dir) => Some(
+                            crate::export::tls::server_config(dir)
+                                .context("reading the NBD TLS credentials")?,
+                        ),
+                        None => None,
+                    },
+                    insecure_plaintext: args.nbd_tcp_insecure_plaintext,
                 },
                 exports.clone(),
                 handle.clone(),

@@ -13,3 +13,4 @@ pub mod access;
 pub mod fuse;
 pub mod ggate;
 pub mod nbd;
+pub mod tls;

@@ -25,11 +25,42 @@ pub(super) fn serve_connection(
     target: &Target,
 ) -> anyhow::Result<()> {
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut plain: Option<Stream> = None;
     let mut rd = BufReader::with_capacity(128 << 10, stream.try_clone()?);
     let mut wr = stream.try_clone()?;
-    let Some(session) = handshake(shared, target, &mut rd, &mut wr)? else {
-        return Ok(());
+    let no_zeroes = greet(&mut rd, &mut wr)?;
+    let tls = match (stream, &shared.tls) {
+        (Stream::Tcp(_), Some(config)) => Some(config.clone()),
+        _ => None,
     };
+    let mut tls_state = if tls.is_some() {
+        Tls::Required
+    } else {
+        Tls::Off
+    };
+    let session = loop {
+        match handshake(shared, target, &mut rd, &mut wr, no_zeroes, tls_state)? {
+            Haggled::Session(s) => break s,
+            Haggled::Done => return Ok(()),
+            Haggled::StartTls => {
+                let (Stream::Tcp(tcp), Some(config)) = (stream, &tls) else {
+                    bail!("STARTTLS accepted without TLS");
+                };
+                if !rd.buffer().is_empty() {
+                    bail!("data after NBD_OPT_STARTTLS before the TLS handshake");
+                }
+                let relay =
+                    crate::export::tls::relay(tcp.try_clone()?, config.clone(), HANDSHAKE_TIMEOUT)?;
+                relay.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+                let s = Stream::Unix(relay);
+                rd = BufReader::with_capacity(128 << 10, s.try_clone()?);
+                wr = s.try_clone()?;
+                plain = Some(s);
+                tls_state = Tls::On;
+            }
+        }
+    };
+    let stream = plain.as_ref().unwrap_or(stream);
     tracing::debug!(
         "NBD: multipath/{} opened{}",
         session.export.name,
@@ -69,12 +100,30 @@ pub(super) fn send_error(wr: &mut Stream, option: u32, code: u32, message: &str)
 }
 
 /// The handshake: `Ok(None)` if the client aborted, else the open session.
-pub(super) fn handshake(
-    shared: &Shared,
-    target: &Target,
-    rd: &mut BufReader<Stream>,
-    wr: &mut Stream,
-) -> anyhow::Result<Option<Session>> {
+/// Where a connection stands with TLS.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Tls {
+    /// Not offered (Unix sockets; TCP with --nbd-tcp-insecure-plaintext).
+    Off,
+    /// Required and not started: every option but STARTTLS is refused.
+    Required,
+    /// Running.
+    On,
+}
+
+/// How option haggling ended.
+pub(super) enum Haggled {
+    /// Transmission begins on this session.
+    Session(Session),
+    /// The client went away politely (NBD_OPT_ABORT).
+    Done,
+    /// NBD_OPT_STARTTLS was acknowledged: the TLS handshake is next on the wire.
+    StartTls,
+}
+
+/// Sends the greeting and reads the client flags; returns whether the client asked for
+/// no zeroes.
+pub(super) fn greet(rd: &mut BufReader<Stream>, wr: &mut Stream) -> anyhow::Result<bool> {
     wr.write_all(
         &Greeting {
             flags: FLAG_FIXED_NEWSTYLE | FLAG_NO_ZEROES,
@@ -87,7 +136,17 @@ pub(super) fn handshake(
     if client_flags & !nbd_proto::CLIENT_FLAGS_KNOWN != 0 {
         bail!("unknown client flags {client_flags:#x}");
     }
-    let no_zeroes = client_flags & FLAG_C_NO_ZEROES != 0;
+    Ok(client_flags & FLAG_C_NO_ZEROES != 0)
+}
+
+pub(super) fn handshake(
+    shared: &Shared,
+    target: &Target,
+    rd: &mut BufReader<Stream>,
+    wr: &mut Stream,
+    no_zeroes: bool,
+    tls: Tls,
+) -> anyhow::Result<Haggled> {
     for _ in 0..MAX_OPTIONS {
         let mut h = [0u8; OptionHeader::LEN];
         rd.read_exact(&mut h).context("reading an option")?;
@@ -116,6 +175,28 @@ pub(super) fn handshake(
             }
         };
         let code = option.code();
+        if tls == Tls::Required {
+            match option {
+                ClientOption::StartTls => {
+                    send_replies(wr, code, &[OptionReply::Ack])?;
+                    return Ok(Haggled::StartTls);
+                }
+                ClientOption::ExportName(_) => bail!("NBD_OPT_EXPORT_NAME before TLS"),
+                ClientOption::Abort => {
+                    let _ = send_replies(wr, code, &[OptionReply::Ack]);
+                    return Ok(Haggled::Done);
+                }
+                _ => {
+                    send_error(
+                        wr,
+                        code,
+                        REP_ERR_TLS_REQD,
+                        "TLS is required: NBD_OPT_STARTTLS",
+                    )?;
+                    continue;
+                }
+            }
+        }
         match option {
             ClientOption::ExportName(name) => {
                 let Some(export) = shared.find(target, &name) else {
@@ -131,11 +212,11 @@ pub(super) fn handshake(
                 }
                 .encode(no_zeroes);
                 wr.write_all(&reply)?;
-                return Ok(Some(session));
+                return Ok(Haggled::Session(session));
             }
             ClientOption::Abort => {
                 let _ = send_replies(wr, code, &[OptionReply::Ack]);
-                return Ok(None);
+                return Ok(Haggled::Done);
             }
             ClientOption::List => {
                 let mut replies: Vec<OptionReply> = shared
@@ -149,15 +230,18 @@ pub(super) fn handshake(
                 replies.push(OptionReply::Ack);
                 send_replies(wr, code, &replies)?;
             }
+            ClientOption::StartTls if tls == Tls::On => {
+                send_error(wr, code, REP_ERR_INVALID, "TLS is running already")?;
+            }
             ClientOption::StartTls => {
-                send_error(wr, code, REP_ERR_UNSUP, "TLS is not supported")?;
+                send_error(wr, code, REP_ERR_UNSUP, "TLS is not offered here")?;
             }
             ClientOption::Info(req) => {
                 info_or_go(shared, target, wr, code, &req, false)?;
             }
             ClientOption::Go(req) => {
                 if let Some(session) = info_or_go(shared, target, wr, code, &req, true)? {
-                    return Ok(Some(session));
+                    return Ok(Haggled::Session(session));
                 }
             }
             ClientOption::StructuredReply => {

@@ -40,8 +40,12 @@
 //!   has its own threads and at most [`MAX_INFLIGHT_REQUESTS`] requests /
 //!   [`MAX_INFLIGHT_BYTES`] in flight (it stops reading beyond that), so a slow or idle
 //!   client holds up nobody else, and at most [`MAX_CONNECTIONS`] are served at once.
-//! * Not done: TLS (`NBD_OPT_STARTTLS` → `NBD_REP_ERR_UNSUP`), structured replies and
-//!   metadata contexts (→ `NBD_REP_ERR_UNSUP`; BLOCK_STATUS → EINVAL), resizing a live
+//! * TLS on TCP ([`super::tls`]): with credentials, `NBD_OPT_STARTTLS` is required first
+//!   (every other option → `NBD_REP_ERR_TLS_REQD`, `NBD_OPT_EXPORT_NAME` → disconnect) and
+//!   the rest of the connection runs over a TLS relay with mutual x509; without them TCP
+//!   is refused at start unless plaintext is asked for by its loud name. Unix sockets
+//!   stay plaintext (`NBD_OPT_STARTTLS` → `NBD_REP_ERR_UNSUP`).
+//! * Not done: structured replies and metadata contexts (→ `NBD_REP_ERR_UNSUP`; BLOCK_STATUS → EINVAL), resizing a live
 //!   connection (requests are checked against the provider's current size, but a client
 //!   keeps the size it was told). A provider whose size is still 0 is not exported.
 //!
@@ -81,8 +85,8 @@ use crate::nbd_proto::{
     OptionReply, Request, SimpleReply, CMD_FLAG_FUA, CMD_FLAG_NO_HOLE, FLAG_CAN_MULTI_CONN,
     FLAG_C_NO_ZEROES, FLAG_FIXED_NEWSTYLE, FLAG_HAS_FLAGS, FLAG_NO_ZEROES, FLAG_READ_ONLY,
     FLAG_SEND_FLUSH, FLAG_SEND_FUA, FLAG_SEND_TRIM, FLAG_SEND_WRITE_ZEROES, INFO_DESCRIPTION,
-    INFO_NAME, MAX_OPTION_DATA, MAX_PAYLOAD, REP_ERR_INVALID, REP_ERR_POLICY, REP_ERR_TOO_BIG,
-    REP_ERR_UNKNOWN, REP_ERR_UNSUP,
+    INFO_NAME, MAX_OPTION_DATA, MAX_PAYLOAD, REP_ERR_INVALID, REP_ERR_POLICY, REP_ERR_TLS_REQD,
+    REP_ERR_TOO_BIG, REP_ERR_UNKNOWN, REP_ERR_UNSUP,
 };
 use crate::path::device::IoBuf;
 
@@ -114,7 +118,7 @@ const ZERO_CHUNK: u64 = 1 << 20;
 const TICK: Duration = Duration::from_millis(200);
 
 /// Where the NBD export listens.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct NbdConfig {
     /// One Unix socket per provider, `<dir>/<NAME>` (mode 0600); the directory is made
     /// (mode 0700) if missing, and stale sockets in it are removed at start.
@@ -125,6 +129,12 @@ pub struct NbdConfig {
     pub tcp: Option<SocketAddr>,
     /// Allow a TCP address that is not loopback.
     pub allow_remote: bool,
+    /// TLS for the TCP listener (`NBD_OPT_STARTTLS`, mutual x509, required before any
+    /// other option): [`super::tls::server_config`].
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Serve TCP clients in plaintext, unauthenticated (refused unless set when `tcp`
+    /// is given without `tls`).
+    pub insecure_plaintext: bool,
 }
 
 /// The running export. Dropping it stops it (see the module doc).
@@ -145,10 +155,17 @@ pub fn serve(
     let tcp = match config.tcp {
         None => None,
         Some(addr) => {
+            if config.tls.is_none() && !config.insecure_plaintext {
+                bail!(
+                    "refusing to export over NBD on {addr} without TLS: every local user could \
+                     read and write the disks (give --nbd-tls-dir, or \
+                     --nbd-tcp-insecure-plaintext to accept that)"
+                );
+            }
             if !addr.ip().is_loopback() && !config.allow_remote {
                 bail!(
-                    "refusing to export over NBD on {addr}: not a loopback address (NBD has no \
-                     authentication; use a loopback address or a Unix socket)"
+                    "refusing to export over NBD on {addr}: not a loopback address (use a \
+                     loopback address or a Unix socket, or --nbd-allow-remote)"
                 );
             }
             let l = TcpListener::bind(addr)
@@ -185,6 +202,7 @@ pub fn serve(
         conns: Mutex::new(HashMap::new()),
         live: Mutex::new(0),
         live_changed: Condvar::new(),
+        tls: config.tls.clone(),
     });
     let watch = {
         let waker = waker.clone();
@@ -352,6 +370,8 @@ struct Shared {
     /// Connection threads running.
     live: Mutex<usize>,
     live_changed: Condvar,
+    /// TLS required on TCP connections, with these credentials.
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Shared {
@@ -470,6 +490,7 @@ mod tests {
         let err = serve(
             NbdConfig {
                 tcp: Some("0.0.0.0:0".parse().unwrap()),
+                insecure_plaintext: true,
                 ..NbdConfig::default()
             },
             exports,
@@ -477,5 +498,27 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("not a loopback address"), "{err}");
+    }
+
+    /// Issue 11 item 2: `--nbd-tcp 127.0.0.1:PORT` gave every local user raw read and write
+    /// of the disks. TCP without TLS is refused unless asked for by its loud name.
+    #[test]
+    fn tcp_without_tls_is_refused_unless_named_insecure() {
+        let (owner, _inbox) = crate::msg::channel().unwrap();
+        let exports: SharedExports = Default::default();
+        let err = serve(
+            NbdConfig {
+                tcp: Some("127.0.0.1:0".parse().unwrap()),
+                ..NbdConfig::default()
+            },
+            exports,
+            owner,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("without TLS"), "{err}");
+        assert!(
+            err.to_string().contains("--nbd-tcp-insecure-plaintext"),
+            "{err}"
+        );
     }
 }
