@@ -49,11 +49,17 @@ pub struct Route {
 impl Class {
     /// The path every ordinary read and write of `geom` would be sent to by
     /// [`start`](Class::start) now, when a driver may send them there itself: the geom is
-    /// Active/Passive, neither withered nor stopping, and its active path is good and has no
-    /// I/O deadline. `None` otherwise (the request goes through the owner).
+    /// Active/Passive, neither withered nor stopping, no request of it waits for a path
+    /// (those go first, in order, through [`poll_dispatch`](Class::poll_dispatch)), and its
+    /// active path is good and has no I/O deadline. `None` otherwise (the request goes
+    /// through the owner).
     pub fn direct_path(&self, geom: GeomId) -> Option<PathId> {
         let g = self.geoms.get(geom.0)?;
-        if g.mode != Mode::ActivePassive || g.stopping || g.provider.withered {
+        if g.mode != Mode::ActivePassive
+            || g.stopping
+            || g.provider.withered
+            || !g.waiting.is_empty()
+        {
             return None;
         }
         let active = g.active?;

@@ -309,6 +309,30 @@ fn an_outage_shorter_than_queue_timeout_loses_nothing() {
     f.finish(1000);
 }
 
+/// The host's direct route must not overtake requests that wait: between a path's return
+/// and the owner draining the queue, the geom has no direct route.
+#[test]
+fn a_geom_with_requests_waiting_has_no_direct_route_until_they_are_issued() {
+    let mut f = queueing("10");
+    f.apply(Action::Vanish("md0".into()));
+    f.apply(Action::Vanish("md1".into()));
+    let token = f.submit(WRITE, 0, 4096);
+    assert_eq!(f.waiting(), 1);
+    let disk = f.disk();
+    f.topo.add_provider("md1", disk);
+    f.topo.taste(&mut f.class, "md1");
+    assert_eq!(f.active().as_deref(), Some("md1"));
+    assert_eq!(
+        f.class.direct_path(f.geom()),
+        None,
+        "a waiting request would be overtaken"
+    );
+    f.drive();
+    assert_eq!(f.delivery(token).expect("answered").result, Ok(()));
+    assert_eq!(f.class.direct_path(f.geom()), f.path("md1"));
+    f.finish(1000);
+}
+
 #[test]
 fn an_outage_longer_than_queue_timeout_fails_with_enxio_at_the_timeout() {
     let mut f = queueing("10");

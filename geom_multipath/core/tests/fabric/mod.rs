@@ -547,6 +547,11 @@ impl Fabric {
         self.steps
     }
 
+    /// The disk every provider of the fabric is a path to (for [`MemTopology::add_provider`]).
+    pub fn disk(&self) -> usize {
+        self.disk
+    }
+
     /// The geom the clients have open.
     pub fn geom(&self) -> GeomId {
         self.geom.expect("the fabric has a geom")
