@@ -835,3 +835,34 @@ fn the_spec_error_values_are_what_goes_out() {
     // NBD has no ENXIO: a withered provider's error is sent as EIO.
     assert_eq!(codec::errno_to_wire(libc::ENXIO), NBD_EIO);
 }
+
+/// Issue 11 item 2: 300 idle connections from one user starved every other client (256
+/// served, the rest refused until the idle ones were dropped). One client (a TCP address,
+/// a Unix peer's uid) may hold at most MAX_PER_CLIENT connections; others are still served.
+#[test]
+fn one_client_cannot_take_every_connection() {
+    use geom_multipath_host::export::nbd::MAX_PER_CLIENT;
+    let s = Served::new(&[("FRED", MIB)]);
+    let addr = s.server().tcp_addr().unwrap();
+    let held: Vec<Raw> = (0..MAX_PER_CLIENT)
+        .map(|_| {
+            let mut raw = Raw::tcp(addr);
+            raw.read(Greeting::LEN); // accepted and greeted
+            raw
+        })
+        .collect();
+    let mut extra = TcpStream::connect(addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut b = [0u8; 1];
+    assert_eq!(
+        extra.read(&mut b).unwrap_or(0),
+        0,
+        "refused: closed without a greeting"
+    );
+    // Another client (here the Unix socket's peer) is still served.
+    let mut other = Raw::unix(&s.sock("FRED"));
+    other.greet(FLAG_C_FIXED_NEWSTYLE | FLAG_C_NO_ZEROES);
+    drop(held);
+}

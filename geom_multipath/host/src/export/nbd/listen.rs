@@ -209,6 +209,22 @@ pub(super) fn spawn_connection(shared: &Arc<Shared>, stream: Stream, target: Tar
     let (Ok(()), Ok(handle)) = (unblocked, handle) else {
         return;
     };
+    // One client (a TCP address, a Unix peer's uid) may hold at most MAX_PER_CLIENT of
+    // the connections, so that idle ones of one client cannot starve the others.
+    let client = client_of(&stream);
+    let same = shared
+        .conns
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .values()
+        .filter(|s| client_of(s) == client)
+        .count();
+    if same >= MAX_PER_CLIENT {
+        tracing::warn!(
+            "NBD: {client} holds {MAX_PER_CLIENT} connections already; refusing another"
+        );
+        return;
+    }
     {
         let mut live = shared.live.lock().unwrap_or_else(PoisonError::into_inner);
         if *live >= MAX_CONNECTIONS {
@@ -242,4 +258,26 @@ pub(super) fn connection_ended(shared: &Shared) {
     let mut live = shared.live.lock().unwrap_or_else(PoisonError::into_inner);
     *live = live.saturating_sub(1);
     shared.live_changed.notify_all();
+}
+
+/// Who a connection belongs to, for the per-client limit: a TCP peer's address, a Unix
+/// peer's uid.
+pub(super) fn client_of(stream: &Stream) -> String {
+    match stream {
+        Stream::Tcp(s) => s
+            .peer_addr()
+            .map_or_else(|_| String::from("tcp"), |a| a.ip().to_string()),
+        Stream::Unix(s) => peer_uid(s).map_or_else(|| String::from("unix"), |u| format!("uid {u}")),
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn peer_uid(s: &std::os::unix::net::UnixStream) -> Option<u32> {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(s, PeerCredentials).ok().map(|c| c.uid())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn peer_uid(s: &std::os::unix::net::UnixStream) -> Option<u32> {
+    nix::unistd::getpeereid(s).ok().map(|(uid, _)| uid.as_raw())
 }

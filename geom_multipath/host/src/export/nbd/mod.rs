@@ -39,7 +39,8 @@
 //!   [`HANDSHAKE_TIMEOUT`]; an idle client in transmission is left alone. Each connection
 //!   has its own threads and at most [`MAX_INFLIGHT_REQUESTS`] requests /
 //!   [`MAX_INFLIGHT_BYTES`] in flight (it stops reading beyond that), so a slow or idle
-//!   client holds up nobody else, and at most [`MAX_CONNECTIONS`] are served at once.
+//!   client holds up nobody else, and at most [`MAX_CONNECTIONS`] are served at once, at
+//!   most [`MAX_PER_CLIENT`] of them for one client (TCP address, Unix peer uid).
 //! * TLS on TCP ([`super::tls`]): with credentials, `NBD_OPT_STARTTLS` is required first
 //!   (every other option → `NBD_REP_ERR_TLS_REQD`, `NBD_OPT_EXPORT_NAME` → disconnect) and
 //!   the rest of the connection runs over a TLS relay with mutual x509; without them TCP
@@ -104,6 +105,8 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_OPTIONS: usize = 256;
 /// The most connections served at once (more are closed at once).
 pub const MAX_CONNECTIONS: usize = 256;
+/// Connections one client (a TCP address, a Unix peer's uid) may hold at once.
+pub const MAX_PER_CLIENT: usize = 64;
 /// The most requests one connection may have in flight.
 pub const MAX_INFLIGHT_REQUESTS: usize = 128;
 /// The most payload bytes one connection may have in flight (one request always fits).
