@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # The issue-12 rows of BENCHMARKS.md, in one run, through the real daemon on two gnop paths
 # over loop devices on one image:
-#   (a) reinstatement latency: with check_interval=1 and reinstate on, the passive path is
-#       made to fail every request (gnop -r/-w 100), found FAIL by the checker, then healed;
-#       the time from the heal to `status` showing it PASSIVE again, ROUNDS times;
+#   (a) reinstatement latency (tests/examples/reinstate_latency.rs, its own daemon): with
+#       check_interval=1 and reinstate on, the passive path fails every request until the
+#       checker marks it FAIL, then is healed; heal → `is marked OK.`, ROUNDS times;
 #   (b) fio random 4 KiB reads, QD16, through /dev/multipath/BENCH in Active/Active where one
 #       path answers every request DELAY ms late (gnop -d/-q/-x), with each selector.
-# It prints a Markdown report. The routing cost per selector is the criterion bench:
-#   cargo bench -p geom_multipath --bench route -- selector
+#   (c) the routing cost per selector at 8 paths: the criterion bench and callgrind counts.
+# It prints a Markdown report.
 #
 # Usage: sudo bench/policy.sh [seconds per fio run, default 10]
 # Needs: fio, python3, losetup; a release build (it builds one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench/policy.sh: needs root (loop devices, FUSE)" >&2; exit 1; }
-for tool in fio python3 losetup; do
+for tool in fio python3 losetup valgrind; do
     command -v "$tool" >/dev/null || { echo "bench/policy.sh: $tool is not installed" >&2; exit 1; }
 done
 SECS=${1:-10}
@@ -51,37 +51,10 @@ FUSE=$GMULTIPATH_MOUNT/BENCH
 for _ in $(seq 100); do [ -e "$FUSE" ] && break; sleep 0.1; done
 dd if=/dev/urandom of="$FUSE" bs=1M count=512 oflag=direct status=none
 
-now() { python3 -c 'import time; print(time.monotonic())'; }
-state_of() { gmultipath status -s BENCH | awk -v p="$1" '$3 == p { print $4 }'; }
-wait_state() { # <path> <(STATE)>: polls every 10 ms, at most 30 s
-    for _ in $(seq 3000); do [ "$(state_of "$1")" = "$2" ] && return 0; sleep 0.01; done
-    echo "bench/policy.sh: $1 never became $2" >&2; return 1
-}
-
 echo "## Reinstatement latency (check_interval 1 s, reinstate on)"
 echo
-gmultipath configure -c 1 -r 1 BENCH
-LAT=()
-for r in $(seq "$ROUNDS"); do
-    gnop configure -r 100 -w 100 "$N1"
-    wait_state "$N1" "(FAIL)"
-    # Heal at a random point of the checker's period.
-    sleep "0.$(printf '%03d' $((RANDOM % 1000)))"
-    t0=$(now)
-    gnop configure -r 0 -w 0 "$N1"
-    wait_state "$N1" "(PASSIVE)"
-    t1=$(now)
-    LAT+=("$(python3 -c "print(f'{$t1 - $t0:.3f}')")")
-done
-python3 - "${LAT[@]}" <<'PY'
-import statistics, sys
-v = [float(x) for x in sys.argv[1:]]
-print("| rounds | each (s) | median (s) | max (s) | target |")
-print("|---|---|--:|--:|---|")
-print(f"| {len(v)} | {' '.join(f'{x:.3f}' for x in v)} | {statistics.median(v):.3f} | "
-      f"{max(v):.3f} | ≤ 1.100 (check_interval + 10 %): {'met' if max(v) <= 1.1 else 'MISSED'} |")
-PY
-gmultipath configure -c 0 -r 0 BENCH
+cargo build --workspace --bins -j2 --quiet
+cargo run --quiet -j2 -p gmultipath-e2e --example reinstate_latency "$ROUNDS"
 echo
 
 echo "## Active/Active over unequal paths: fio randread 4 KiB QD16, ${SECS} s, $N1 delayed ${DELAY} ms"
@@ -106,4 +79,21 @@ share = f"{fast / n:.0%}" if n else "-"
 print(f"| {sys.argv[2]} | {j['iops']:.0f} | {j['bw'] / 1024:.1f} | {share} |")
 PY
 done
-gnop configure -d 0 -q 0 -x 0 "$N1"
+gnop configure -q 0 -x 0 "$N1"
+
+echo
+echo "## Routing cost per selector, Active/Active, 8 paths"
+echo
+echo "criterion (ns per request: low, median, high):"
+echo
+cargo bench --quiet -j2 -p geom_multipath --bench route -- selector --warm-up-time 1 --measurement-time 3 2>/dev/null \
+    | awk '/^selector/ { name = $1 } /time:/ { sub(/.*\[/, ""); sub(/\]/, ""); print "    " name ": " $0 }'
+echo
+echo "callgrind (instructions per request, release build; (200 000 − 100 000 requests) / 100 000):"
+echo
+cargo build --quiet --release -j2 -p geom_multipath --features testkit --example route_loop
+for sel in least-busy round-robin:1 round-robin:16 service-time; do
+    count() { valgrind --tool=callgrind --callgrind-out-file=/dev/null target/release/examples/route_loop 8 "$1" "$sel" 2>&1 | awk '/Collected/ { print $4 }'; }
+    a=$(count 100000); b=$(count 200000)
+    echo "    $sel: $(( (b - a) / 100000 ))"
+done
