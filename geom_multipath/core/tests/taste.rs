@@ -97,9 +97,8 @@ fn a_corrupt_label_is_rejected_with_a_reason() {
     );
 }
 
-#[test]
-fn size_and_sector_size_must_match_the_provider() {
-    // A label written for a bigger disk (a gnop with an offset, say) is not ours here.
+/// A 1 MiB disk behind `md0`, and a label written for a 2 MiB one (not yet stored).
+fn one_path_with_a_label_for_two_mib() -> (MemTopology, usize, Metadata) {
     let mut topo = MemTopology::new();
     let disk = topo.disk_with_paths("md", 1, MIB, 512);
     let md = Metadata {
@@ -109,6 +108,13 @@ fn size_and_sector_size_must_match_the_provider() {
         size: 2 * MIB,
         mode: Mode::ActivePassive,
     };
+    (topo, disk, md)
+}
+
+#[test]
+fn size_and_sector_size_must_match_the_provider() {
+    // A label written for a bigger disk (a gnop with an offset, say) is not ours here.
+    let (mut topo, disk, md) = one_path_with_a_label_for_two_mib();
     topo.disks[disk]
         .sectors
         .insert(MIB - 512, md.encode(512).unwrap());
@@ -199,15 +205,7 @@ fn a_rename_is_cut_to_fifteen_bytes_and_may_clash_again() {
 /// even at `debug=1`; it is still skipped, with a debug message that says why.
 #[test]
 fn a_misfit_label_is_skipped_with_a_debug_message() {
-    let mut topo = MemTopology::new();
-    let disk = topo.disk_with_paths("md", 1, MIB, 512);
-    let md = Metadata {
-        uuid: test_uuid(1),
-        name: "FRED".into(),
-        sectorsize: 512,
-        size: 2 * MIB,
-        mode: Mode::ActivePassive,
-    };
+    let (mut topo, disk, md) = one_path_with_a_label_for_two_mib();
     let mut class = Class::default();
     topo.disks[disk]
         .sectors
