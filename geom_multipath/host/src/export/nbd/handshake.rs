@@ -1,7 +1,7 @@
-//! One connection's handshake: the fixed-newstyle negotiation over the socket, with the
-//! option logic (which export, what to answer to `NBD_OPT_INFO`/`NBD_OPT_GO`/`LIST`) kept in
-//! small functions beside the loop that reads and writes; entering transmission takes the
-//! provider's access through the one export guard.
+//! One connection's handshake: the fixed-newstyle negotiation over the socket (the
+//! option loop, and `info_or_go` for what `NBD_OPT_INFO`/`NBD_OPT_GO` answer); entering
+//! transmission takes the provider's access through the one export guard. The loop still
+//! reads, decides and writes in one function; the codec it speaks is `nbd_proto`.
 
 use super::*;
 
