@@ -244,10 +244,21 @@ fn busy_denied_and_not_running_are_told_apart() {
             "{args:?}"
         );
     }
-    // Every connection the daemon serves at once is taken by an idle client.
-    let idle: Vec<_> = (0..64)
+    // One process may hold only 16 connections: the 17th is refused as busy for it alone,
+    // and everybody else is still served.
+    let mine: Vec<_> = (0..17)
         .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
         .collect();
+    wait_until("the 17th connection to be refused", || {
+        let mut last = mine.last().unwrap();
+        let mut b = [0u8; 64];
+        let _ = last.set_read_timeout(Some(std::time::Duration::from_millis(100)));
+        matches!(std::io::Read::read(&mut last, &mut b), Ok(n) if n > 0)
+    });
+    assert_eq!(d.gmultipath(&["status"]).code, 0, "others are served");
+    drop(mine);
+    // Every connection the daemon serves at once is taken by idle clients (4 processes).
+    let idle: Vec<Holder> = (0..4).map(|_| Holder::start(&socket, 16)).collect();
     let busy = format!(
         "gmultipath: gmultipathd at {} is busy (too many connections); try again later.\n",
         socket.display()
@@ -631,4 +642,60 @@ fn the_tcp_export_takes_tls_clients_with_the_cas_certificate_only() {
     let other = format!("nbds://127.0.0.1:{port}/FRED?tls-certificates={evil}");
     let intruder = tool("nbdinfo", &["--size", &other]);
     assert_ne!(intruder.code, 0, "{intruder:?}");
+}
+
+/// A separate process (this test binary, running [`hold_control_connections`]) that holds
+/// `n` idle connections to a control socket until dropped.
+struct Holder(std::process::Child);
+
+impl Holder {
+    fn start(socket: &std::path::Path, n: usize) -> Holder {
+        use std::io::BufRead;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "hardening::hold_control_connections",
+                "--nocapture",
+            ])
+            .env("GMP_HOLD_SOCKET", socket)
+            .env("GMP_HOLD_N", n.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("the holder");
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        for line in out.lines() {
+            if line.expect("holder output") == "held" {
+                return Holder(child);
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the holder ended before holding its connections");
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let _ = self.0.wait();
+    }
+}
+
+/// Not a test of its own: the process [`Holder`] starts (it does nothing without
+/// `GMP_HOLD_SOCKET`). Holds `GMP_HOLD_N` connections until its stdin closes.
+#[test]
+fn hold_control_connections() {
+    let (Ok(socket), Ok(n)) = (
+        std::env::var("GMP_HOLD_SOCKET"),
+        std::env::var("GMP_HOLD_N"),
+    ) else {
+        return;
+    };
+    let held: Vec<_> = (0..n.parse::<usize>().unwrap())
+        .map(|_| std::os::unix::net::UnixStream::connect(&socket).unwrap())
+        .collect();
+    println!("held");
+    let _ = std::io::stdin().read(&mut [0u8; 1]);
+    drop(held);
 }

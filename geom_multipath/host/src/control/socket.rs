@@ -7,7 +7,8 @@
 //!
 //! Whatever arrives, the daemon neither crashes nor wedges: an oversized, truncated or
 //! undecodable frame gets an error answer and the connection is closed; a silent client is
-//! dropped after [`IDLE_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once.
+//! dropped after [`IDLE_TIMEOUT`]; at most [`MAX_CONNECTIONS`] are served at once, at most
+//! [`MAX_PER_CLIENT`] for one client; the rest are answered EBUSY.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -30,6 +31,9 @@ use crate::msg::OwnerHandle;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
+/// Connections one client (one process; one user where the platform names no process)
+/// may hold at once, so that one tool's idle connections cannot keep the others out.
+pub const MAX_PER_CLIENT: usize = 16;
 
 /// The listening socket and its accept thread.
 pub struct ControlServer {
@@ -97,6 +101,7 @@ impl Drop for ControlServer {
 /// Accepts connections until `stop` hangs up.
 fn accept_loop(listener: UnixListener, owner: OwnerHandle, stop: UnixStream) {
     let active = Arc::new(AtomicUsize::new(0));
+    let per_client: Arc<std::sync::Mutex<std::collections::HashMap<u64, usize>>> = Arc::default();
     loop {
         let mut fds = [
             PollFd::new(listener.as_fd(), PollFlags::POLLIN),
@@ -121,16 +126,46 @@ fn accept_loop(listener: UnixListener, owner: OwnerHandle, stop: UnixStream) {
             refuse(&mut stream, libc::EBUSY, "too many connections");
             continue;
         }
+        let client = peer_client(&stream);
+        let release = {
+            let per_client = per_client.clone();
+            move || {
+                let mut map = per_client.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(n) = map.get_mut(&client) {
+                    *n -= 1;
+                    if *n == 0 {
+                        map.remove(&client);
+                    }
+                }
+            }
+        };
+        {
+            let mut map = per_client.lock().unwrap_or_else(|e| e.into_inner());
+            let held = map.entry(client).or_default();
+            if *held >= MAX_PER_CLIENT {
+                drop(map);
+                refuse(
+                    &mut stream,
+                    libc::EBUSY,
+                    "too many connections from this client",
+                );
+                continue;
+            }
+            *held += 1;
+        }
         active.fetch_add(1, Ordering::SeqCst);
         let owner = owner.clone();
         let counter = active.clone();
+        let on_end = release.clone();
         let spawned = std::thread::Builder::new()
             .name("control-conn".into())
             .spawn(move || {
                 serve_connection(stream, &owner);
+                on_end();
                 counter.fetch_sub(1, Ordering::SeqCst);
             });
         if spawned.is_err() {
+            release();
             active.fetch_sub(1, Ordering::SeqCst);
         }
     }
@@ -142,6 +177,20 @@ fn peer_is_root(stream: &UnixStream) -> bool {
         Some(uid) => uid == 0 || uid == nix::unistd::geteuid().as_raw(),
         None => false,
     }
+}
+
+/// Who a connection belongs to for [`MAX_PER_CLIENT`]: the peer's process id on Linux
+/// (`SO_PEERCRED`), its uid elsewhere.
+#[cfg(target_os = "linux")]
+fn peer_client(stream: &UnixStream) -> u64 {
+    use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+    getsockopt(stream, PeerCredentials).map_or(0, |c| c.pid() as u64)
+}
+
+/// Who a connection belongs to for [`MAX_PER_CLIENT`]: the peer's uid.
+#[cfg(not(target_os = "linux"))]
+fn peer_client(stream: &UnixStream) -> u64 {
+    peer_uid(stream).map_or(0, u64::from)
 }
 
 /// The peer's effective uid (`SO_PEERCRED`).
