@@ -182,44 +182,29 @@ impl Settings {
     /// Applies `value` (as the admin typed it; `default` unsets) to `setting`, leaving
     /// everything unchanged on a bad value.
     pub fn apply(&mut self, setting: Setting, value: &str) -> Result<(), BadValue> {
-        let unset = value == "default";
+        /// `default` unsets; anything else is parsed.
+        fn or_unset<T>(
+            value: &str,
+            parse: impl FnOnce(&str) -> Result<T, BadValue>,
+        ) -> Result<Option<T>, BadValue> {
+            if value == "default" {
+                Ok(None)
+            } else {
+                parse(value).map(Some)
+            }
+        }
         match setting {
-            Setting::CheckInterval => {
-                self.check_interval = if unset {
-                    None
-                } else {
-                    Some(seconds(value, 0)?)
-                }
-            }
+            Setting::CheckInterval => self.check_interval = or_unset(value, |v| seconds(v, 0))?,
             Setting::Reinstate => {
-                self.reinstate = match value {
-                    "default" => None,
-                    "0" | "off" => Some(false),
-                    "1" | "on" => Some(true),
-                    _ => return Err(BadValue),
-                }
+                self.reinstate = or_unset(value, |v| match v {
+                    "0" | "off" => Ok(false),
+                    "1" | "on" => Ok(true),
+                    _ => Err(BadValue),
+                })?
             }
-            Setting::QueueTimeout => {
-                self.queue_timeout = if unset {
-                    None
-                } else {
-                    Some(seconds(value, 0)?)
-                }
-            }
-            Setting::Failback => {
-                self.failback = if unset {
-                    None
-                } else {
-                    Some(Failback::parse(value)?)
-                }
-            }
-            Setting::Selector => {
-                self.selector = if unset {
-                    None
-                } else {
-                    Some(Selector::parse(value)?)
-                }
-            }
+            Setting::QueueTimeout => self.queue_timeout = or_unset(value, |v| seconds(v, 0))?,
+            Setting::Failback => self.failback = or_unset(value, Failback::parse)?,
+            Setting::Selector => self.selector = or_unset(value, Selector::parse)?,
         }
         Ok(())
     }

@@ -34,8 +34,7 @@ fn checked(interval: &str, reinstate: &str) -> Fabric {
 fn with_every_extension_off_nothing_is_probed_timed_or_queued() {
     let mut f = Fabric::create(2, Mode::ActivePassive);
     assert_eq!(f.class.poll_timeout(), None, "FreeBSD has no timers");
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let t = f.submit(WRITE, 0, 4096);
     assert_eq!(
         f.delivery(t).unwrap().result,
@@ -269,6 +268,12 @@ fn failback_without_prefer_follows_freebsds_list_order() {
 
 // ----- bounded queueing -------------------------------------------------------------------
 
+/// Both providers of a two-path fabric go away.
+fn every_path_gone(f: &mut Fabric) {
+    f.apply(Action::Vanish("md0".into()));
+    f.apply(Action::Vanish("md1".into()));
+}
+
 fn queueing(timeout: &str) -> Fabric {
     let mut f = Fabric::build(2, Mode::ActivePassive, Assembly::Label);
     assert_eq!(f.configure(&[("queue_timeout", timeout)]).error, "");
@@ -278,8 +283,7 @@ fn queueing(timeout: &str) -> Fabric {
 #[test]
 fn an_outage_shorter_than_queue_timeout_loses_nothing() {
     let mut f = queueing("10");
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let tokens: Vec<u64> = (0..5).map(|i| f.submit(WRITE, i * 4096, 4096)).collect();
     assert_eq!(f.waiting(), 5);
     assert_eq!(f.class.waiting(f.geom()), (5, 5 * 4096));
@@ -314,8 +318,7 @@ fn an_outage_shorter_than_queue_timeout_loses_nothing() {
 #[test]
 fn a_geom_with_requests_waiting_has_no_direct_route_until_they_are_issued() {
     let mut f = queueing("10");
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let token = f.submit(WRITE, 0, 4096);
     assert_eq!(f.waiting(), 1);
     let disk = f.disk();
@@ -336,8 +339,7 @@ fn a_geom_with_requests_waiting_has_no_direct_route_until_they_are_issued() {
 #[test]
 fn an_outage_longer_than_queue_timeout_fails_with_enxio_at_the_timeout() {
     let mut f = queueing("10");
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let a = f.submit(READ, 0, 512);
     f.drive_until(2 * SEC);
     let b = f.submit(READ, 0, 512);
@@ -388,8 +390,7 @@ fn every_path_failing_waits_for_the_checker_to_reinstate_one() {
 #[test]
 fn destroy_while_requests_wait_answers_them_at_once() {
     let mut f = queueing("30");
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let t = f.submit(WRITE, 0, 4096);
     f.drive_until(SEC);
     let geom = f.geom();
@@ -411,8 +412,7 @@ fn destroy_while_requests_wait_answers_them_at_once() {
 #[test]
 fn configure_to_zero_ends_queueing_at_once() {
     let mut f = queueing("30");
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let t = f.submit(WRITE, 0, 4096);
     f.drive_until(SEC);
     assert_eq!(f.configure(&[("queue_timeout", "0")]).error, "");
@@ -431,8 +431,7 @@ fn a_full_queue_fails_the_newest_request() {
     let mut f = queueing("30");
     f.set_tunable(Knob::QueueMaxRequests, 2);
     f.set_tunable(Knob::QueueMaxKbytes, 8);
-    f.apply(Action::Vanish("md0".into()));
-    f.apply(Action::Vanish("md1".into()));
+    every_path_gone(&mut f);
     let a = f.submit(WRITE, 0, 4096);
     let b = f.submit(WRITE, 4096, 4096);
     let c = f.submit(WRITE, 8192, 512);
