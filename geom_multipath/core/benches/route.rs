@@ -1,6 +1,9 @@
-//! The data path's cost: one [`Class::start`] plus one [`Class::done`]`(Ok)` per request, on
-//! geoms of 2, 8 and 32 paths in each mode (STYLE.md item 3: routing is O(paths) and does
-//! not allocate). Geoms are built with the in-memory framework and the `create` verb, and
+//! The data path's cost: one [`Class::start`] plus one [`Class::done`]`(Ok)` per request
+//! (`start_done`), and as the host drives it, with the send time and the answer's time that
+//! feed the latency counters ([`Class::arm_deadline`], [`Class::done_at`]:
+//! `start_timed_done`), on geoms of 2, 8 and 32 paths in each mode (STYLE.md item 3:
+//! routing is O(paths) and does not allocate). `bench/counters_cost.sh` runs this file
+//! against the class before the counters, in one run. Geoms are built with the in-memory framework and the `create` verb, and
 //! opened with [`Class::access`] as a filesystem would. Requests are reads, so Active/Read
 //! takes the spreading path like Active/Active; the paths stay idle between requests, which
 //! is the worst case for Active/Active (every good path is scanned and aged each time).
@@ -9,7 +12,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use geom_multipath::testkit::MemTopology;
-use geom_multipath::{Bio, Class, Done, GeomId, Mode, Op};
+use geom_multipath::{Bio, Class, Done, GeomId, Mode, Op, Time};
 
 /// A class with one open geom of `n` paths in `mode`.
 fn open_geom(n: usize, mode: Mode) -> (Class, MemTopology, GeomId) {
@@ -39,8 +42,27 @@ fn route_one(class: &mut Class, geom: GeomId, token: &mut u64) -> Done {
     black_box(class.done(&mut bio, Ok(())))
 }
 
+/// [`route_one`] as the host does it: the send time, then the answer's 70 µs later.
+fn route_one_timed(class: &mut Class, geom: GeomId, token: &mut u64) -> Done {
+    *token += 1;
+    let mut bio = Bio::new(*token, geom, Op::Read, *token << 12, 4096);
+    let path = class.start(black_box(&mut bio)).expect("a good path");
+    black_box(path);
+    class.arm_deadline(&mut bio, Time(*token * 1000));
+    black_box(class.done_at(&mut bio, Ok(()), Time(*token * 1000 + 70_000)))
+}
+
 fn start_done(c: &mut Criterion) {
-    let mut group = c.benchmark_group("start_done");
+    every_mode(c, "start_done", route_one);
+}
+
+fn start_timed_done(c: &mut Criterion) {
+    every_mode(c, "start_timed_done", route_one_timed);
+}
+
+/// `unit` on geoms of 2, 8 and 32 paths in each mode.
+fn every_mode(c: &mut Criterion, name: &str, unit: fn(&mut Class, GeomId, &mut u64) -> Done) {
+    let mut group = c.benchmark_group(name);
     for (label, mode) in [
         ("A/P", Mode::ActivePassive),
         ("A/A", Mode::ActiveActive),
@@ -50,7 +72,7 @@ fn start_done(c: &mut Criterion) {
             group.bench_with_input(BenchmarkId::new(label, n), &n, |b, &n| {
                 let (mut class, _topo, geom) = open_geom(n, mode);
                 let mut token = 0u64;
-                b.iter(|| route_one(&mut class, geom, &mut token));
+                b.iter(|| unit(&mut class, geom, &mut token));
             });
         }
     }
@@ -76,5 +98,5 @@ fn selectors(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, start_done, selectors);
+criterion_group!(benches, start_done, start_timed_done, selectors);
 criterion_main!(benches);

@@ -6,6 +6,7 @@
 //! first), `ndisks` counts its attached paths that are not LOST, and `active` is either
 //! `None` or a path of that geom.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -18,8 +19,8 @@ use crate::queue::{Dispatch, Waiting};
 use crate::settings::{Selector, Settings};
 use crate::slab::Slab;
 use crate::state::{GeomState, GeomType, Mode, PathState};
-use crate::timer::Stamp;
-use crate::timer::Timers;
+use crate::stats::{GeomStats, PathStats};
+use crate::timer::{Stamp, Time, Timers};
 use crate::topology::{Deferred, GeomId, PathId};
 
 /// Path flag: failed by an I/O error or the `fail` verb (`MP_FAIL`).
@@ -84,6 +85,8 @@ pub(crate) struct Geom {
     pub(crate) waiting: Waiting,
     /// Lost its last path while queueing: destroyed then unless a path returns.
     pub(crate) linger: Option<Stamp>,
+    /// What its requests did (an extension, [`crate::stats`]).
+    pub(crate) stats: GeomStats,
 }
 
 impl Geom {
@@ -153,6 +156,8 @@ pub(crate) struct Path {
     pub(crate) ident: Option<String>,
     /// What the checker, anti-flap and failback know about it.
     pub(crate) health: Health,
+    /// What its attempts did (an extension, [`crate::stats`]); boxed for its histograms.
+    pub(crate) stats: Box<PathStats>,
 }
 
 /// The MULTIPATH class: every multipath geom, the tunables, and what the class has to say.
@@ -162,16 +167,19 @@ pub(crate) struct Path {
 ///   [`path`](Class::path), [`find_geom`](Class::find_geom),
 ///   [`paths_on_provider`](Class::paths_on_provider), [`tunables`](Class::tunables),
 ///   [`geom_state`](Class::geom_state), [`path_state`](Class::path_state), the dumpconf
-///   writers.
+///   writers, the counters ([`path_stats`](Class::path_stats),
+///   [`geom_stats`](Class::geom_stats), [`clock`](Class::clock)).
 /// * **Inputs, data path** (never allocate on success, O(paths)):
-///   [`start`](Class::start) routes a request, [`done`](Class::done) completes one;
+///   [`start`](Class::start) routes a request, [`done_at`](Class::done_at) (or, for a
+///   driver without a clock, [`done`](Class::done)) completes one; both count it;
 ///   [`start_or_queue`](Class::start_or_queue) is `start` for a driver that carries out
 ///   queueing, [`handle_check_done`](Class::handle_check_done) answers a probe.
 /// * **Inputs, topology** (take a [`Topology`](crate::Topology)): [`taste`](Class::taste),
 ///   [`orphan`](Class::orphan), [`resize`](Class::resize), [`access`](Class::access),
 ///   [`run_deferred`](Class::run_deferred).
 /// * **Commands**: [`ctl`](Class::ctl) (every verb, FreeBSD's `g_multipath_config`),
-///   [`destroy_all`](Class::destroy_all) (module unload).
+///   [`destroy_all`](Class::destroy_all) (module unload), [`reset_stats`](Class::reset_stats)
+///   and [`observe_states`](Class::observe_states) (the counters).
 /// * **Timers** (the fixed table of [`Timer`](crate::Timer)s, [`crate::timer`]):
 ///   [`arm_deadline`](Class::arm_deadline) when an attempt is sent,
 ///   [`poll_timeout`](Class::poll_timeout) for when to wake,
@@ -224,6 +232,8 @@ pub struct Class {
     /// The driver calls `poll_timeout`/`handle_timeout` and carries out probes and
     /// queueing; `false` for one that does not (see [`Class::untimed`]).
     pub(crate) timed: bool,
+    /// The latest time a driver gave (the counters' clock, [`crate::stats`]).
+    pub(crate) clock: Option<Time>,
 }
 
 impl Default for Class {
@@ -250,6 +260,7 @@ impl Class {
             waiting_total: 0,
             presets: alloc::collections::BTreeMap::new(),
             timed: true,
+            clock: None,
         }
     }
 
@@ -483,6 +494,7 @@ impl Class {
                 });
                 self.probe(Probe::Restore { geom, path: name });
                 self.member_mut(lcp).flags &= !FAIL;
+                self.note_restored(lcp);
                 let h = &mut self.live_path_mut(lcp).health;
                 h.admin_failed = false;
                 h.hold = None;
@@ -491,6 +503,7 @@ impl Class {
         if self.live_geom(gid).active != Some(path) {
             return;
         }
+        self.note_failover(path);
         let next = self.first_good(gid);
         self.live_geom_mut(gid).active = next;
         let geom = self.live_geom(gid).name.clone();

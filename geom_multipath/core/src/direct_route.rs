@@ -20,7 +20,9 @@
 //!   reissue, deliver);
 //! * requests sent directly are not counted in the class's in-flight counts until adopted:
 //!   the driver keeps a path's device usable until its direct requests are back, even after
-//!   the class detached the path.
+//!   the class detached the path;
+//! * a success delivered directly is handed to [`Class::count_direct`] (the owner may batch
+//!   them) so that the counters ([`crate::stats`]) still see every request once.
 //!
 //! Requests with deadlines (a path with an `io_timeout`), Active/Active and reads in
 //! Active/Read (their path depends on every path's load), and anything on a withered or

@@ -14,6 +14,7 @@ use crate::class::Class;
 use crate::geom_dump::{self, foreign_provider_id, xml_id, Config, IdKind};
 use crate::metadata::CLASS_NAME;
 use crate::settings::Setting;
+use crate::stats_xml;
 use crate::topology::{GeomId, PathId, ProviderInfo};
 
 impl Class {
@@ -70,15 +71,33 @@ impl Class {
     /// builds the `<mesh>` itself. Consumers refer to their providers with
     /// [`foreign_provider_id`].
     pub fn conf_class(&self, out: &mut dyn Write) -> fmt::Result {
+        self.conf_class_detail(out, false)
+    }
+
+    /// [`conf_class`](Class::conf_class) with the counters (an extension, only when asked):
+    /// each geom's and path's `<config>` gains the elements [`stats_xml`] writes after
+    /// FreeBSD's. Call [`observe_states`](Class::observe_states) first so the time per
+    /// state is current.
+    pub fn conf_class_stats(&self, out: &mut dyn Write) -> fmt::Result {
+        self.conf_class_detail(out, true)
+    }
+
+    fn conf_class_detail(&self, out: &mut dyn Write, stats: bool) -> fmt::Result {
         let class_id = xml_id(IdKind::Class, 0);
         geom_dump::class_start(out, &class_id, CLASS_NAME)?;
         for gid in self.geoms() {
-            self.conf_geom(out, gid, &class_id)?;
+            self.conf_geom(out, gid, &class_id, stats)?;
         }
         geom_dump::class_end(out)
     }
 
-    fn conf_geom(&self, out: &mut dyn Write, gid: GeomId, class_id: &str) -> fmt::Result {
+    fn conf_geom(
+        &self,
+        out: &mut dyn Write,
+        gid: GeomId,
+        class_id: &str,
+        stats: bool,
+    ) -> fmt::Result {
         let Some(g) = self.geom(gid) else {
             return Ok(());
         };
@@ -89,7 +108,13 @@ impl Class {
             .map(|p| p.rank)
             .max()
             .unwrap_or(0);
-        let config = |out: &mut dyn Write, indent: &str| self.dumpconf_geom(gid, indent, out);
+        let config = |out: &mut dyn Write, indent: &str| {
+            self.dumpconf_geom(gid, indent, out)?;
+            match (stats, self.geom_stats(gid)) {
+                (true, Some(s)) => stats_xml::geom(out, indent, self.clock(), s),
+                _ => Ok(()),
+            }
+        };
         geom_dump::geom_start(
             out,
             &geom_id,
@@ -99,17 +124,29 @@ impl Class {
             Config::Lines(&config),
         )?;
         for pid in g.paths() {
-            self.conf_consumer(out, pid, &geom_id)?;
+            self.conf_consumer(out, pid, &geom_id, stats)?;
         }
         self.conf_provider(out, gid, &geom_id)?;
         geom_dump::geom_end(out)
     }
 
-    fn conf_consumer(&self, out: &mut dyn Write, pid: PathId, geom_id: &str) -> fmt::Result {
+    fn conf_consumer(
+        &self,
+        out: &mut dyn Write,
+        pid: PathId,
+        geom_id: &str,
+        stats: bool,
+    ) -> fmt::Result {
         let Some(p) = self.path(pid) else {
             return Ok(());
         };
-        let config = |out: &mut dyn Write, indent: &str| self.dumpconf_consumer(pid, indent, out);
+        let config = |out: &mut dyn Write, indent: &str| {
+            self.dumpconf_consumer(pid, indent, out)?;
+            match (stats, self.path_stats(pid)) {
+                (true, Some(s)) => stats_xml::path(out, indent, p.inflight(), s),
+                _ => Ok(()),
+            }
+        };
         geom_dump::consumer(
             out,
             &xml_id(IdKind::Consumer, pid.index()),

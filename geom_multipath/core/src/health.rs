@@ -20,6 +20,7 @@ use crate::errno::Errno;
 use crate::event::{Message, Probe};
 use crate::settings::Failback;
 use crate::state::Mode;
+use crate::stats::FailCause;
 use crate::timer::{Stamp, SEC};
 use crate::topology::{GeomId, PathId};
 
@@ -134,9 +135,11 @@ impl Class {
                 } else {
                     Errno::EIO
                 };
-                self.fail_path(geom, path, error);
+                self.count_probe(path, false);
+                self.fail_path(geom, path, error, FailCause::Probe(error));
             }
             Ok(()) => {
+                self.count_probe(path, true);
                 let h = &self.live_path(path).health;
                 let reinstate = self.live_geom(geom).settings.reinstate(&self.tunables);
                 if flags & FAIL != 0 && reinstate && !h.admin_failed && !h.held() {
@@ -210,6 +213,7 @@ impl Class {
                 return;
             }
         }
+        self.count_reinstatement(path);
         self.restore_path(path);
     }
 
@@ -223,6 +227,7 @@ impl Class {
         });
         let h = &mut self.live_path_mut(path).health;
         h.failures = [None; MAX_FLAP_THRESHOLD as usize];
+        self.count_reinstatement(path);
         self.restore_path(path);
     }
 
@@ -235,6 +240,7 @@ impl Class {
             geom: gname.clone(),
         });
         self.member_mut(path).flags &= !FAIL;
+        self.note_restored(path);
         let h = &mut self.live_path_mut(path).health;
         h.admin_failed = false;
         h.hold = None;

@@ -12,6 +12,7 @@
 use crate::class::{Class, FAIL, LOST, POSTED};
 use crate::errno::Errno;
 use crate::event::{Message, Probe};
+use crate::stats::FailCause;
 use crate::timer::Time;
 use crate::topology::{GeomId, PathId};
 
@@ -75,6 +76,8 @@ pub struct Bio {
     pub(crate) held: bool,
     /// Started with `start_or_queue`: it may wait for a path.
     pub(crate) queueable: bool,
+    /// When the driver sent the current attempt, if it said ([`Class::arm_deadline`]).
+    pub(crate) sent: Option<Time>,
 }
 
 impl Bio {
@@ -92,6 +95,7 @@ impl Bio {
             deadline: None,
             held: false,
             queueable: false,
+            sent: None,
         }
     }
 
@@ -155,7 +159,15 @@ impl Class {
     pub fn start(&mut self, bio: &mut Bio) -> Result<PathId, Errno> {
         // Requests already waiting for a path go first.
         let queue_first = bio.queueable;
-        self.route(bio, queue_first)
+        let routed = self.route(bio, queue_first);
+        // A new request refused here is answered with the error (a queueable one is
+        // counted by `start_or_queue`, which may queue it instead).
+        if let Err(e) = routed {
+            if bio.issued == 0 && !bio.queueable {
+                self.count_answer(bio, Err(e));
+            }
+        }
+        routed
     }
 
     /// `start`; `queue_first` refuses a queueable request while others wait, so it queues
@@ -182,6 +194,7 @@ impl Class {
         bio.path = Some(path);
         bio.deadline = None;
         bio.held = false;
+        bio.sent = None;
         let m = self.member_mut(path);
         m.inflight += 1;
         m.outstanding += bio.length;
@@ -193,16 +206,37 @@ impl Class {
     /// EIO and ENXIO fail the path (`Error <e>, <p> in <g> marked FAIL`) and the request is
     /// reissued while fewer attempts than paths were made; any other error, and success,
     /// are delivered as they are. A LOST path whose last request drains is posted for
-    /// detach.
+    /// detach. The attempt is counted ([`crate::stats`]) without its latency: a driver
+    /// with a clock calls [`done_at`](Class::done_at).
     pub fn done(&mut self, bio: &mut Bio, result: Result<(), Errno>) -> Done {
+        self.complete(bio, result, None, false)
+    }
+
+    /// [`done`](Class::done) for a driver with a clock: the answer came at `now`, so the
+    /// attempt's latency since [`arm_deadline`](Class::arm_deadline) is counted too.
+    pub fn done_at(&mut self, bio: &mut Bio, result: Result<(), Errno>, now: Time) -> Done {
+        self.tell_time(now);
+        self.complete(bio, result, Some(now), false)
+    }
+
+    /// The attempt of `bio` ended with `result` (at `at`, when known; `timed_out` when the
+    /// class gave up on it at its deadline): count it, then decide.
+    pub(crate) fn complete(
+        &mut self,
+        bio: &mut Bio,
+        result: Result<(), Errno>,
+        at: Option<Time>,
+        timed_out: bool,
+    ) -> Done {
         bio.deadline = None;
         bio.held = false;
         let Some(path) = bio.path.take() else {
             debug_assert!(false, "done of a request that is not in flight");
             return Done::deliver(Err(Errno::ENXIO));
         };
-        match result {
-            Err(e) if e.fails_path() => self.done_error(bio, path, e),
+        self.count_attempt(bio, path, result, at);
+        let done = match result {
+            Err(e) if e.fails_path() => self.done_error(bio, path, e, timed_out),
             _ => {
                 self.drained_one(path, bio.length, result.is_ok());
                 let append = match (result, bio.op) {
@@ -211,17 +245,29 @@ impl Class {
                 };
                 Done::Deliver { result, append }
             }
+        };
+        if let Done::Deliver { result, .. } = done {
+            self.count_answer(bio, result);
         }
+        done
     }
 
     /// `g_multipath_done_error`.
-    fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno) -> Done {
-        self.fail_path(bio.geom, path, error);
+    fn done_error(&mut self, bio: &mut Bio, path: PathId, error: Errno, timed_out: bool) -> Done {
+        let cause = if timed_out {
+            FailCause::Deadline
+        } else {
+            FailCause::Error(error)
+        };
+        self.fail_path(bio.geom, path, error, cause);
         self.drained_one(path, bio.length, false);
         if bio.issued < bio.attempts {
             self.probe(Probe::Restart { token: bio.token });
             match self.start(bio) {
-                Ok(next) => Done::Reissue(next),
+                Ok(next) => {
+                    self.count_reissue(bio, path);
+                    Done::Reissue(next)
+                }
                 Err(_) if self.wait_for_path(bio) => Done::Queued,
                 Err(e) => Done::deliver(Err(e)),
             }
@@ -233,8 +279,8 @@ impl Class {
     }
 
     /// The first half of `g_multipath_done_error`: `error` on `path` of `geom` marks the
-    /// path FAIL (`Error <e>, <p> in <g> marked FAIL`), unless it is already.
-    pub(crate) fn fail_path(&mut self, geom: GeomId, path: PathId, error: Errno) {
+    /// path FAIL (`Error <e>, <p> in <g> marked FAIL`) for `cause`, unless it is already.
+    pub(crate) fn fail_path(&mut self, geom: GeomId, path: PathId, error: Errno, cause: FailCause) {
         if self.member(path).flags & FAIL == 0 {
             let geom = self.live_geom(geom).name.clone();
             let name = self.live_path(path).name.clone();
@@ -248,6 +294,7 @@ impl Class {
                 path: name,
                 error: error.0,
             });
+            self.note_failed(path, cause);
             self.fault(path, FAIL);
         }
     }

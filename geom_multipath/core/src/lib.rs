@@ -43,6 +43,8 @@ mod selector;
 pub mod settings;
 mod slab;
 pub mod state;
+pub mod stats;
+pub mod stats_xml;
 mod taste;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;

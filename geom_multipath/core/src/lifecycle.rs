@@ -99,6 +99,7 @@ impl Class {
             rr_left: 0,
             waiting: Waiting::default(),
             linger: None,
+            stats: crate::stats::GeomStats::default(),
         };
         let id = GeomId(self.geoms.insert(geom));
         self.geom_order.insert(0, id);
@@ -171,6 +172,7 @@ impl Class {
             ace: 0,
             orphaned: false,
             health: Health::default(),
+            stats: alloc::boxed::Box::default(),
         }));
         // The newest path goes to the end of the list: first in kernel order.
         self.live_geom_mut(geom)

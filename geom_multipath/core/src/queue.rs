@@ -111,7 +111,10 @@ impl Class {
                 let _ = e;
                 Started::Queued
             }
-            Err(e) => Started::Refused(e),
+            Err(e) => {
+                self.count_answer(bio, Err(e));
+                Started::Refused(e)
+            }
         }
     }
 
@@ -121,7 +124,11 @@ impl Class {
         if self.dispatch.is_empty() && self.waiting_total > 0 {
             self.resume_waiting();
         }
-        self.dispatch.pop_front()
+        let next = self.dispatch.pop_front();
+        if let Some(Dispatch::Fail { bio, error }) = &next {
+            self.count_answer(bio, Err(*error));
+        }
+        next
     }
 
     /// Requests waiting for a path in `geom`.
@@ -147,6 +154,7 @@ impl Class {
             || g.waiting.bytes + bio.length > t.queue_max_bytes();
         if g.waiting.episode.is_none() {
             g.waiting.episode = Some((0, 0));
+            g.stats.queue_episodes += 1;
             let geom = g.name.clone();
             self.log(Message::QueueingStarted { geom, timeout });
         }
@@ -155,10 +163,12 @@ impl Class {
             if let Some((_, failed)) = &mut g.waiting.episode {
                 *failed += 1;
             }
+            g.stats.queue_failed += 1;
             self.end_episode_if_idle(bio.geom);
             return false;
         }
         bio.reset_attempts();
+        g.stats.queued += 1;
         g.waiting.bytes += bio.length;
         g.waiting
             .entries
@@ -181,7 +191,10 @@ impl Class {
                 }
                 match self.route(&mut bio, false) {
                     Ok(path) => self.dispatch.push_back(Dispatch::Issue { bio, path }),
-                    Err(error) => self.dispatch.push_back(Dispatch::Fail { bio, error }),
+                    Err(error) => {
+                        self.live_geom_mut(gid).stats.queue_failed += 1;
+                        self.dispatch.push_back(Dispatch::Fail { bio, error })
+                    }
                 }
             }
             self.end_episode_if_idle(gid);
@@ -220,6 +233,7 @@ impl Class {
         if let Some((_, failed)) = &mut g.waiting.episode {
             *failed += 1;
         }
+        g.stats.queue_failed += 1;
         self.waiting_total -= 1;
         self.dispatch.push_back(Dispatch::Fail {
             bio,

@@ -52,6 +52,7 @@ use crate::event::Message;
 use crate::io::{Bio, Done};
 use crate::selector::SAMPLE_NS;
 use crate::settings::Selector;
+use crate::stats::FailCause;
 use crate::topology::{Deferred, GeomId, PathId};
 
 /// A moment on the driver's monotonic clock, in nanoseconds from an origin the driver
@@ -194,11 +195,13 @@ impl Class {
     // ----- the timer table ----------------------------------------------------------------
 
     /// The driver sent `bio`'s current attempt at `now`: give it its path's deadline, if
-    /// that path has one.
+    /// that path has one, and remember when it went for its latency ([`crate::stats`]).
     pub fn arm_deadline(&mut self, bio: &mut Bio, now: Time) {
         let Some(path) = bio.path() else {
             return;
         };
+        bio.sent = Some(now);
+        self.tell_time(now);
         let secs = self
             .paths
             .get(path.0)
@@ -244,6 +247,7 @@ impl Class {
         now: Time,
         in_flight: impl IntoIterator<Item = &'a mut Bio>,
     ) {
+        self.tell_time(now);
         self.expire_deadlines(now, in_flight);
         self.run_policy_timers(now.0);
     }
@@ -276,11 +280,14 @@ impl Class {
             let Some(path) = bio.path() else {
                 continue;
             };
+            if !bio.held {
+                self.count_deadline(path);
+            }
             if !bio.held && bio.op.lands() {
                 self.hold(bio, path, now);
                 continue;
             }
-            let done = self.done(bio, Err(Errno::ENXIO));
+            let done = self.complete(bio, Err(Errno::ENXIO), Some(now), true);
             self.timers.expired.push_back(Expired {
                 token: bio.token,
                 abandoned_on: path,
@@ -295,7 +302,7 @@ impl Class {
     /// orphaned.
     fn hold(&mut self, bio: &mut Bio, path: PathId, now: Time) {
         bio.held = true;
-        self.fail_path(bio.geom, path, Errno::ENXIO);
+        self.fail_path(bio.geom, path, Errno::ENXIO, FailCause::Deadline);
         let name = self.live_path(path).name.clone();
         let secs = self.quiesce_time(&name);
         bio.deadline = (secs > 0).then(|| now.plus_secs(secs));

@@ -17,6 +17,7 @@ use crate::lifecycle::{Destroyed, NewGeom};
 use crate::metadata::{self, Metadata, VERSION};
 use crate::settings::{BadValue, Setting, Settings};
 use crate::state::Mode;
+use crate::stats::FailCause;
 use crate::topology::{GeomId, Topology};
 
 /// The verbs the class implements, in FreeBSD's dispatch order.
@@ -384,6 +385,7 @@ impl Class {
                     path: path_name.clone(),
                     geom: geom_name.clone(),
                 });
+                self.note_failed(path, FailCause::Admin);
                 self.fault(path, FAIL);
                 self.live_path_mut(path).health.admin_failed = true;
                 self.probe(Probe::Fail {

@@ -242,6 +242,26 @@ pub struct Fabric {
     reinstated: Vec<(u64, String, bool)>,
     /// Probes the class asked for: (time, provider).
     probed: Vec<(u64, String)>,
+    /// What the fabric saw each path do, to hold the class's counters to.
+    seen_on_path: BTreeMap<PathId, Seen>,
+    /// What the fabric saw each geom answer.
+    seen_on_geom: BTreeMap<GeomId, Seen>,
+}
+
+/// Attempts (or answers), their bytes and their errors, as the fabric saw them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Seen {
+    requests: u64,
+    bytes: u64,
+    errors: u64,
+}
+
+impl Seen {
+    fn count(&mut self, bytes: u64, result: Result<(), Errno>) {
+        self.requests += 1;
+        self.bytes += bytes;
+        self.errors += u64::from(result.is_err());
+    }
 }
 
 impl Fabric {
@@ -314,6 +334,8 @@ impl Fabric {
             fail_times: BTreeMap::new(),
             reinstated: Vec::new(),
             probed: Vec::new(),
+            seen_on_path: BTreeMap::new(),
+            seen_on_geom: BTreeMap::new(),
         };
         fabric.note_states();
         fabric.check_invariants();
@@ -1090,6 +1112,11 @@ impl Fabric {
                     ..attempt.clone()
                 },
             );
+            let length = self.in_flight[&token].bio.length;
+            self.seen_on_path
+                .entry(abandoned_on)
+                .or_default()
+                .count(length, Err(Errno::ENXIO));
             self.topo.drain(&mut self.class);
             self.count_restores();
             self.judge(attempt, Err(Errno::ENXIO), true, done);
@@ -1101,7 +1128,11 @@ impl Fabric {
         let token = attempt.token;
         let failed_before = self.class.path(attempt.path).is_some_and(|p| p.is_failed());
         let mut bio = self.in_flight[&token].bio.clone();
-        let done = self.class.done(&mut bio, result);
+        self.seen_on_path
+            .entry(attempt.path)
+            .or_default()
+            .count(bio.length, result);
+        let done = self.class.done_at(&mut bio, result, Time(self.now));
         self.topo.drain(&mut self.class);
         self.count_restores();
         self.in_flight.get_mut(&token).unwrap().bio = bio;
@@ -1195,6 +1226,10 @@ impl Fabric {
                 w.acknowledged = Some(self.now);
             }
         }
+        self.seen_on_geom
+            .entry(r.bio.geom)
+            .or_default()
+            .count(r.bio.length, result);
         if !r.route.is_empty() && r.all_failed {
             if !matches!(result, Err(e) if e.fails_path()) {
                 self.violation(&format!(
@@ -1557,6 +1592,7 @@ impl Fabric {
         if let Some(p) = per_path.keys().find(|p| !seen_paths.contains(p)) {
             self.violation(&format!("attempts outstanding on detached path {p:?}"));
         }
+        self.check_counters();
         for r in self.in_flight.values_mut() {
             if let Some(g) = self.class.geom(r.bio.geom) {
                 r.max_ndisks = r.max_ndisks.max(g.ndisks());
@@ -1608,6 +1644,46 @@ impl Fabric {
                 self.violation(&format!(
                     "probe on {} in flight but not counted",
                     probe.provider
+                ));
+            }
+        }
+    }
+
+    /// The class's counters equal what the fabric saw: every attempt that came back (or
+    /// was given up on) counted once on its path, with its bytes and its error, and its
+    /// latency (the fabric always gives the time); every answer counted once on its geom.
+    fn check_counters(&mut self) {
+        self.seen_on_path
+            .retain(|&p, _| self.class.path(p).is_some());
+        self.seen_on_geom
+            .retain(|&g, _| self.class.geom(g).is_some());
+        for (&p, seen) in &self.seen_on_path {
+            let stats = self.class.path_stats(p).expect("attached");
+            let counted = Seen {
+                requests: stats.requests(),
+                bytes: stats.ops.iter().map(|o| o.bytes).sum(),
+                errors: stats.ops.iter().map(|o| o.errors).sum(),
+            };
+            let timed: u64 = stats.ops.iter().map(|o| o.latency.count()).sum();
+            if counted != *seen || stats.errors.total() != seen.errors || timed != seen.requests {
+                let name = self.class.path(p).unwrap().name().to_string();
+                self.violation(&format!(
+                    "{name} counted {counted:?} ({timed} timed, {} by errno), the fabric saw \
+                     {seen:?}",
+                    stats.errors.total()
+                ));
+            }
+        }
+        for (&g, seen) in &self.seen_on_geom {
+            let stats = self.class.geom_stats(g).expect("live");
+            let counted = Seen {
+                requests: stats.ops.iter().map(|o| o.requests).sum(),
+                bytes: stats.ops.iter().map(|o| o.bytes).sum(),
+                errors: stats.ops.iter().map(|o| o.errors).sum(),
+            };
+            if counted != *seen || stats.errors.total() != seen.errors {
+                self.violation(&format!(
+                    "geom counted {counted:?} answers, the fabric delivered {seen:?}"
                 ));
             }
         }

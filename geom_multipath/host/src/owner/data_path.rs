@@ -130,6 +130,7 @@ impl Owner {
     }
 
     pub(super) fn completion(&mut self, c: Completion) {
+        let now = self.time_at(Instant::now());
         if self.probe_answered(c.token, c.result) {
             return;
         }
@@ -148,7 +149,7 @@ impl Owner {
         if c.text.is_some() {
             entry.text = c.text;
         }
-        let done = self.class.done(&mut entry.bio, c.result);
+        let done = self.class.done_at(&mut entry.bio, c.result, now);
         self.carry_out(c.token, done);
         self.drain();
     }
