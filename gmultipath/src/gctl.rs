@@ -334,6 +334,7 @@ mod tests {
                 err: &mut err,
                 new_uuid: &mut uuid,
                 providers: None,
+                terminal: false,
             },
         );
         (

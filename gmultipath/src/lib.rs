@@ -20,10 +20,13 @@ pub mod gctl;
 pub mod getopt;
 pub mod humanize;
 pub mod kld;
+pub mod libxo;
 pub mod mesh;
 pub mod providers;
 pub mod render;
 pub mod run;
+pub mod stat;
+pub mod view;
 
 /// `strerror(errno)` for an I/O error: the C library's bare text, without Rust's
 /// "(os error N)", as geom(8) prints it.
@@ -69,12 +72,14 @@ pub fn main_with(backend: &mut dyn backend::Backend, argv: &[String]) -> i32 {
     let mut out = stdout.lock();
     let mut err = stderr.lock();
     let mut uuid = new_uuid;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let mut env = run::Env {
         backend,
         out: &mut out,
         err: &mut err,
         new_uuid: &mut uuid,
         providers: None,
+        terminal,
     };
     run::main(argv, &mut env)
 }

@@ -137,7 +137,7 @@ pub fn status(mesh: &Mesh, class: &str, names: &[&str], flags: StatusFlags) -> R
 }
 
 /// The geoms shown when no names are given: those with providers, or all with `-a`.
-fn shown_geoms(class: &Class, all: bool) -> impl Iterator<Item = &Geom> {
+pub(crate) fn shown_geoms(class: &Class, all: bool) -> impl Iterator<Item = &Geom> {
     class
         .geoms
         .iter()
@@ -145,7 +145,7 @@ fn shown_geoms(class: &Class, all: bool) -> impl Iterator<Item = &Geom> {
 }
 
 /// The geoms `status` shows: every name looked up first, or the shown geoms.
-fn named_or_shown<'m>(
+pub(crate) fn named_or_shown<'m>(
     class: &'m Class,
     names: &[&str],
     all: bool,
@@ -303,7 +303,7 @@ fn component(mesh: &Mesh, consumer: &Consumer) -> Option<String> {
 }
 
 /// The value of the first config item named `state` in any case.
-fn first_state(config: &[ConfigItem]) -> Option<&str> {
+pub(crate) fn first_state(config: &[ConfigItem]) -> Option<&str> {
     config
         .iter()
         .find(|item| item.name.eq_ignore_ascii_case("state"))

@@ -15,9 +15,12 @@ use geom_multipath::{CtlError, Mode, Request};
 use crate::backend::{Backend, UnloadError, Unreachable};
 use crate::classes::{class_by_name, ClassDef, Command, OptKind, Userland, LOADKLD, STANDARD};
 use crate::getopt::{getopt, GetoptError};
+use crate::libxo::{self, Xo};
 use crate::mesh;
 use crate::providers::{ProviderIo, Providers, TouchError};
 use crate::render::{self, StatusFlags};
+use crate::stat::{self as stat_cmd, Screen};
+use crate::view;
 
 /// What a run can touch.
 pub struct Env<'a> {
@@ -31,6 +34,8 @@ pub struct Env<'a> {
     pub new_uuid: &'a mut dyn FnMut() -> Option<String>,
     /// Provider access for label and clear; `None` means "through `backend`".
     pub providers: Option<&'a mut dyn ProviderIo>,
+    /// Standard output is a terminal (`stat` refreshes in place).
+    pub terminal: bool,
 }
 
 /// The exit status geom(8) uses for every failure.
@@ -50,6 +55,8 @@ struct Invocation<'a> {
     comm: String,
     class: &'static ClassDef,
     words: &'a [String],
+    /// `--libxo`, taken out of the command line (an extension).
+    xo: Option<Xo>,
 }
 
 /// Runs geom(8) with `argv` (argv[0] included); returns the exit status.
@@ -66,7 +73,12 @@ fn run(argv: &[String], env: &mut Env<'_>) -> Exit {
         .first()
         .map(|a| a.rsplit('/').next().unwrap_or(a).to_string())
         .unwrap_or_else(|| String::from("geom"));
-    let inv = match invocation(&prog, argv, env) {
+    let (argv, xo) = match libxo::parse_args(argv) {
+        Ok(parsed) => parsed,
+        Err(text) => return errx(env, &prog, &text),
+    };
+    let argv = argv.as_slice();
+    let inv = match invocation(&prog, argv, env, xo) {
         Ok(inv) => inv,
         Err(exit) => return exit,
     };
@@ -87,6 +99,7 @@ fn invocation<'a>(
     prog: &str,
     argv: &'a [String],
     env: &mut Env<'_>,
+    xo: Option<Xo>,
 ) -> Result<Invocation<'a>, Exit> {
     let (comm, class_word, words) = if prog == "geom" {
         if argv.len() < 2 || (argv.len() == 2 && (argv[1] == "-h" || argv[1] == "help")) {
@@ -113,6 +126,7 @@ fn invocation<'a>(
         comm,
         class,
         words,
+        xo,
     })
 }
 
@@ -170,6 +184,9 @@ fn run_command(inv: &Invocation<'_>, env: &mut Env<'_>) -> Exit {
             warnx(env, &inv.prog, &why.to_string());
             return Exit::Unreachable(why);
         }
+    }
+    if word == "stat" && inv.class.kernel_name == "MULTIPATH" {
+        return stat(inv, env);
     }
     let class_cmd = inv.class.commands.iter().find(|c| c.name == word);
     let cmd = match class_cmd {
@@ -229,7 +246,16 @@ fn run_command(inv: &Invocation<'_>, env: &mut Env<'_>) -> Exit {
             }
         }
     }
-    let _ = env.out.write_all(output.as_bytes());
+    match inv.xo.filter(|xo| xo.structured() && word == "getactive") {
+        Some(xo) => {
+            let geom = args.operands.first().map_or("", String::as_str);
+            let doc = libxo::document(xo, view::TOP, view::getactive(geom, &output));
+            let _ = env.out.write_all(doc.as_bytes());
+        }
+        None => {
+            let _ = env.out.write_all(output.as_bytes());
+        }
+    }
     if args.verbose {
         let _ = env.out.write_all(b"Done.\n");
     }
@@ -544,6 +570,22 @@ fn list_or_status(u: Userland, inv: &Invocation<'_>, args: &Args, env: &mut Env<
         Err(why) => return errx(env, &inv.prog, &format!("Cannot get GEOM tree: {why}")),
     };
     let names: Vec<&str> = args.operands.iter().map(String::as_str).collect();
+    if let Some(xo) = inv.xo.filter(Xo::structured) {
+        let class = inv.class.kernel_name;
+        let body = if u == Userland::List {
+            view::list(&mesh, class, &names, args.flag("all"))
+        } else {
+            view::status(&mesh, class, &names, args.flag("all"), args.flag("geoms"))
+        };
+        return match body {
+            Ok(body) => {
+                let doc = libxo::document(xo, view::TOP, body);
+                let _ = env.out.write_all(doc.as_bytes());
+                Exit::Ok
+            }
+            Err(e) => errx(env, &inv.prog, &e.to_string()),
+        };
+    }
     let rendered = if u == Userland::List {
         render::list(&mesh, inv.class.kernel_name, &names, args.flag("all"))
     } else {
@@ -558,5 +600,34 @@ fn list_or_status(u: Userland, inv: &Invocation<'_>, args: &Args, env: &mut Env<
     match rendered.error {
         Some(e) => errx(env, &inv.prog, &e.to_string()),
         None => Exit::Ok,
+    }
+}
+
+/// `stat` (an extension, see [`crate::stat`]): not in the class's table, so FreeBSD's usage
+/// text stays as it is.
+fn stat(inv: &Invocation<'_>, env: &mut Env<'_>) -> Exit {
+    let args = match stat_cmd::parse(&inv.words[1..]) {
+        Ok(a) => a,
+        Err(text) => {
+            warnx(env, &inv.prog, &text);
+            let _ = env.err.write_all(stat_cmd::USAGE.as_bytes());
+            return Exit::Fail;
+        }
+    };
+    if !env.backend.loaded() {
+        return errx(
+            env,
+            &inv.prog,
+            "Command 'stat' not available; try 'load' first.",
+        );
+    }
+    let mut screen = Screen {
+        out: env.out,
+        terminal: env.terminal,
+        xo: inv.xo,
+    };
+    match stat_cmd::run(&args, env.backend, &mut screen, &mut std::thread::sleep) {
+        Ok(()) => Exit::Ok,
+        Err(text) => errx(env, &inv.prog, &text),
     }
 }

@@ -161,6 +161,7 @@ fn geom(fake: &mut Fake, cmdline: &str) -> Outcome {
             err: &mut err,
             new_uuid: &mut uuid,
             providers: None,
+            terminal: false,
         },
     );
     Outcome {

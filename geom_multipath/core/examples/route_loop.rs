@@ -1,11 +1,12 @@
-//! Routes and completes N requests on an Active/Active geom of P paths, for counting
-//! instructions per request under callgrind (see BENCHMARKS.md):
+//! Routes and completes N requests on an Active/Active geom of P paths, as the host drives
+//! the class (the send time, then the answer's time for the latency counters), for counting
+//! instructions per request under callgrind (see BENCHMARKS.md, bench/counters_cost.sh):
 //! `route_loop <paths> <requests> [selector]` (a `configure -s` value; least-busy by
 //! default).
 use std::hint::black_box;
 
 use geom_multipath::testkit::MemTopology;
-use geom_multipath::{Bio, Class, Op};
+use geom_multipath::{Bio, Class, Op, Time};
 
 fn main() {
     let paths: usize = std::env::args()
@@ -31,6 +32,7 @@ fn main() {
     for token in 0..requests {
         let mut bio = Bio::new(token, geom, Op::Read, token << 12, 4096);
         black_box(class.start(black_box(&mut bio)).expect("a path"));
-        black_box(class.done(&mut bio, Ok(())));
+        class.arm_deadline(&mut bio, Time(token * 1000));
+        black_box(class.done_at(&mut bio, Ok(()), Time(token * 1000 + 70_000)));
     }
 }

@@ -38,6 +38,7 @@ mod io;
 pub mod label_verbs;
 mod lifecycle;
 pub mod metadata;
+pub mod metrics;
 mod queue;
 mod selector;
 pub mod settings;

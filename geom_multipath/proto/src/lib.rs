@@ -100,6 +100,16 @@ pub enum Call {
     /// Is anybody there? The daemon handles every device event that happened before the
     /// call first, so a ping is also a barrier after a tool's own writes.
     Ping,
+    /// [`Call::ConfXml`] with the class's counters in each multipath geom's and path's
+    /// `<config>` (an extension: `gmultipath stat`, `--libxo`).
+    StatsXml,
+    /// Zero the counters of the geom called `geom`, or of every geom when it is empty.
+    StatsReset {
+        /// Geom name, or empty for all.
+        geom: String,
+    },
+    /// The counters in the Prometheus text format (`gmultipathd metrics`).
+    Metrics,
 }
 
 /// One knob as the daemon reports it.
@@ -188,6 +198,9 @@ mod tag {
     pub const PROVIDER_WRITE: u8 = 10;
     pub const PING: u8 = 11;
     pub const PROVIDER_TOUCH: u8 = 12;
+    pub const STATS_XML: u8 = 13;
+    pub const STATS_RESET: u8 = 14;
+    pub const METRICS: u8 = 15;
 
     pub const A_CTL: u8 = 128;
     pub const A_TEXT: u8 = 129;
@@ -249,6 +262,12 @@ impl Call {
                 e.bytes(data);
             }
             Call::Ping => e.u8(tag::PING),
+            Call::StatsXml => e.u8(tag::STATS_XML),
+            Call::StatsReset { geom } => {
+                e.u8(tag::STATS_RESET);
+                e.str(geom);
+            }
+            Call::Metrics => e.u8(tag::METRICS),
         }
         e.0
     }
@@ -284,6 +303,9 @@ impl Call {
                 data: d.bytes()?.to_vec(),
             },
             tag::PING => Call::Ping,
+            tag::STATS_XML => Call::StatsXml,
+            tag::STATS_RESET => Call::StatsReset { geom: d.string()? },
+            tag::METRICS => Call::Metrics,
             _ => return Err(ProtoError::Malformed("unknown call")),
         };
         d.finish()?;
@@ -604,6 +626,11 @@ mod tests {
                 data: vec![1, 2, 3],
             },
             Call::Ping,
+            Call::StatsXml,
+            Call::StatsReset {
+                geom: "FRED".into(),
+            },
+            Call::Metrics,
         ]
     }
 

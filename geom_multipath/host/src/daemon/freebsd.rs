@@ -125,6 +125,7 @@ impl Host {
             nbd_paths: !args.nbd_paths.is_empty(),
             nbd_dir: args.nbd_dir.is_some(),
             nbd_tcp: args.nbd_tcp.is_some(),
+            metrics_file: args.metrics_file.is_some(),
             disabled: args.no_sandbox,
         });
         let sources = BsdSources {

@@ -33,6 +33,7 @@ use crate::owner::{self, OwnNbd, Owner, Settings};
 
 pub mod config;
 pub mod logging;
+pub mod notify;
 pub mod sandbox;
 
 #[cfg(target_os = "freebsd")]
@@ -110,6 +111,18 @@ pub struct Args {
     #[cfg_attr(not(target_os = "freebsd"), arg(hide = true))]
     #[arg(long)]
     pub no_sandbox: bool,
+    /// Rewrite the class's counters to this file in the Prometheus text format every
+    /// --metrics-interval seconds (node_exporter's textfile collector), atomically.
+    #[arg(long, env = "GMULTIPATH_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Seconds between rewrites of the metrics file.
+    #[arg(
+        long,
+        env = "GMULTIPATH_METRICS_INTERVAL",
+        value_name = "SECONDS",
+        default_value_t = 15.0
+    )]
+    pub metrics_interval: f64,
     /// A query instead of a daemon.
     #[command(subcommand)]
     pub query: Option<Query>,
@@ -122,6 +135,13 @@ pub enum Query {
     Dmesg,
     /// Print the probe counters (FreeBSD's SDT probes, counted).
     Probes,
+    /// Print the class's counters in the Prometheus text format.
+    Metrics,
+    /// Zero the class's counters: of the geom NAME, or of every geom.
+    ResetStats {
+        /// The geom.
+        name: Option<String>,
+    },
 }
 
 impl Args {
@@ -175,10 +195,20 @@ fn query(args: &Args, q: &Query) -> anyhow::Result<()> {
     let call = match q {
         Query::Dmesg => Call::Messages { since: 0 },
         Query::Probes => Call::Probes,
+        Query::Metrics => Call::Metrics,
+        Query::ResetStats { name } => Call::StatsReset {
+            geom: name.clone().unwrap_or_default(),
+        },
     };
     match roundtrip(&mut s, &call)? {
         Answer::Messages { lines, .. } => lines.iter().for_each(|l| println!("{l}")),
         Answer::Counters(c) => c.iter().for_each(|(n, v)| println!("{n}: {v}")),
+        Answer::Text(text) => print!("{text}"),
+        Answer::Done => {}
+        Answer::Failed { errno, .. } if errno == libc::ENOENT => {
+            bail!("no such geom")
+        }
+        Answer::Failed { text, .. } => bail!("{text}"),
         other => bail!("unexpected answer {other:?}"),
     }
     Ok(())
@@ -365,6 +395,13 @@ fn run(args: &Args) -> anyhow::Result<()> {
     for uri in &args.nbd_paths {
         owner.supervise_nbd(uri);
     }
+    if let Some(path) = &args.metrics_file {
+        let every = Duration::try_from_secs_f64(args.metrics_interval)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .with_context(|| format!("--metrics-interval {}", args.metrics_interval))?;
+        owner.set_metrics_file(owner::metrics_file::MetricsFile::new(path.clone(), every));
+    }
 
     let mut host = platform::Host::start(args, signals, exports, &handle)?;
     host.scan(&mut owner)?;
@@ -377,10 +414,12 @@ fn run(args: &Args) -> anyhow::Result<()> {
         args.socket.display(),
         args.mount.display()
     );
+    notify::ready();
 
     owner::run(&mut owner, &inbox, host.sources());
 
     tracing::info!("stopping");
+    notify::stopping();
     drop(control);
     owner.shutdown();
     // From here on nothing serves the inbox: drop it, so that an export's open, release or
@@ -395,7 +434,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
 
 /// Reads the tunables file again (SIGHUP) and applies what changed.
 fn reload(path: &Path, owner: &mut Owner) {
+    notify::reloading();
     apply_reload(path, config::load(path), owner);
+    notify::ready();
 }
 
 /// Applies a tunables file read again (`loaded`, from `path`).

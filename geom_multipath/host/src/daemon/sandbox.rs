@@ -160,6 +160,8 @@ pub struct Needs {
     pub nbd_dir: bool,
     /// `--nbd-tcp`.
     pub nbd_tcp: bool,
+    /// `--metrics-file`.
+    pub metrics_file: bool,
     /// `--no-sandbox`.
     pub disabled: bool,
 }
@@ -187,7 +189,9 @@ pub fn decide(needs: Needs) -> Decision {
     .filter(|(on, _)| *on)
     .map(|(_, name)| name)
     .collect();
-    if nbd.is_empty() {
+    if nbd.is_empty() && needs.metrics_file {
+        Decision::Stay("--metrics-file is rewritten by name".into())
+    } else if nbd.is_empty() {
         Decision::Enter
     } else {
         Decision::Stay(format!(
@@ -336,6 +340,13 @@ mod tests {
                 ..Needs::default()
             }),
             Decision::Stay("--no-sandbox".into())
+        );
+        assert_eq!(
+            decide(Needs {
+                metrics_file: true,
+                ..Needs::default()
+            }),
+            Decision::Stay("--metrics-file is rewritten by name".into())
         );
     }
 }

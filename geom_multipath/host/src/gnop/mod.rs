@@ -1892,6 +1892,7 @@ Geom name: md1.nop
             err: &mut err,
             new_uuid: &mut uuid,
             providers: None,
+            terminal: false,
         };
         let code = gmultipath::run::main(&argv, &mut env);
         (

@@ -1,5 +1,6 @@
 //! Control calls: what the owner answers on the control socket — gctl requests to the
-//! MULTIPATH and NOP classes, the confxml, sysctl reads and writes (with the per-provider
+//! MULTIPATH and NOP classes, the confxml (with the counters when asked), the counters as
+//! Prometheus text and their reset, sysctl reads and writes (with the per-provider
 //! `io_timeout` overrides), unload, and the tools' reads and writes of a provider.
 //!
 //! Each call runs to its end on the owner thread; device I/O it needs runs on a helper
@@ -87,7 +88,10 @@ impl Owner {
                 self.ctl(&mut req);
                 Answer::Ctl(Reply::from_request(&req))
             }
-            Call::ConfXml => Answer::Text(self.confxml()),
+            Call::ConfXml => Answer::Text(self.confxml(false)),
+            Call::StatsXml => Answer::Text(self.confxml(true)),
+            Call::StatsReset { geom } => self.reset_stats(&geom),
+            Call::Metrics => Answer::Text(self.metrics()),
             Call::SysctlGet { name } => self.sysctl_get(&name),
             Call::SysctlSet { name, value } => self.sysctl_set(&name, &value),
             Call::Unload => self.unload(),
@@ -131,8 +135,9 @@ impl Owner {
         }
     }
 
-    /// `kern.geom.confxml`: the DISK providers, then the classes.
-    pub fn confxml(&mut self) -> String {
+    /// `kern.geom.confxml`: the DISK providers, then the classes; with the multipath
+    /// class's counters when `stats` (an extension, only when asked).
+    pub fn confxml(&mut self, stats: bool) -> String {
         let mut xml = String::from("<mesh>\n");
         let disks: Vec<(ProviderInfo, (i32, i32, i32))> = self
             .providers
@@ -143,9 +148,59 @@ impl Owner {
         let _ = conf_foreign_class(&mut xml, "DISK", disks.iter().map(|(i, c)| (i, *c)));
         let view = NopView(&self.providers);
         let _ = self.nop.conf_class(&view, &mut xml);
-        let _ = self.class.conf_class(&mut xml);
+        if stats {
+            let now = self.time_at(Instant::now());
+            self.class.observe_states(now);
+            let _ = self.class.conf_class_stats(&mut xml);
+        } else {
+            let _ = self.class.conf_class(&mut xml);
+        }
         xml.push_str("</mesh>\n");
         xml
+    }
+
+    /// The class's counters in the Prometheus text format, as of now.
+    pub fn metrics(&mut self) -> String {
+        let now = self.time_at(Instant::now());
+        self.class.observe_states(now);
+        let mut text = String::new();
+        let _ = self.class.write_metrics(&mut text);
+        text
+    }
+
+    /// Zeroes the counters of geom `name`, or of every geom when `name` is empty.
+    fn reset_stats(&mut self, name: &str) -> Answer {
+        let now = self.time_at(Instant::now());
+        self.class.observe_states(now);
+        if name.is_empty() {
+            self.class.reset_stats(None);
+            return Answer::Done;
+        }
+        match self.class.find_geom(name) {
+            Some(g) => {
+                self.class.reset_stats(Some(g));
+                Answer::Done
+            }
+            None => failed(Errno(libc::ENOENT)),
+        }
+    }
+
+    /// Rewrites the counters to `file` periodically from now on (`--metrics-file`).
+    pub fn set_metrics_file(&mut self, file: metrics_file::MetricsFile) {
+        self.metrics_file = Some(file);
+    }
+
+    /// When the metrics file is next due, if there is one.
+    pub(super) fn metrics_due(&self) -> Option<Instant> {
+        self.metrics_file.as_ref().map(|m| m.due())
+    }
+
+    /// Rewrites the metrics file if it is due at `now`.
+    pub(super) fn write_metrics_if_due(&mut self, now: Instant) {
+        if let Some(mut file) = self.metrics_file.take() {
+            file.write_if_due(now, || self.metrics());
+            self.metrics_file = Some(file);
+        }
     }
 
     pub(super) fn knob_answer(&self, t: &sysctl::Tunable, old: Option<u32>) -> KnobAnswer {

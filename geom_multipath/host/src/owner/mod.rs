@@ -55,6 +55,7 @@ mod gnop_host;
 mod topology;
 
 pub mod console;
+pub mod metrics_file;
 pub mod providers;
 
 pub use control_calls::{select_knobs, PerPath, NOP_DEBUG, PROVIDER_IO_MAX};
@@ -170,6 +171,8 @@ pub struct Owner {
     handle: OwnerHandle,
     /// Reconnected NBD providers waiting for their dead predecessor's holders to let go.
     pending_up: BTreeMap<String, (ProviderInfo, Source)>,
+    /// `--metrics-file`: where the counters are rewritten periodically.
+    metrics_file: Option<metrics_file::MetricsFile>,
 }
 
 impl Owner {
@@ -200,6 +203,7 @@ impl Owner {
             nbd: NbdPaths::new(),
             handle,
             pending_up: BTreeMap::new(),
+            metrics_file: None,
         }
     }
 
@@ -360,9 +364,10 @@ pub fn run(owner: &mut Owner, inbox: &OwnerInbox, sources: &mut dyn Sources) {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     let mut next_check = Instant::now() + CHECK_INTERVAL;
     while !owner.stopping() {
-        let wake = owner
-            .next_deadline()
-            .map_or(next_check, |d| d.min(next_check));
+        let wake = [owner.next_deadline(), owner.metrics_due()]
+            .into_iter()
+            .flatten()
+            .fold(next_check, Instant::min);
         let wait = wake.saturating_duration_since(Instant::now());
         // Rounded up, so the loop never wakes just before a deadline and spins.
         let millis = wait.as_micros().div_ceil(1000).min(60_000) as u32;
@@ -404,6 +409,7 @@ pub fn run(owner: &mut Owner, inbox: &OwnerInbox, sources: &mut dyn Sources) {
             }
         }
         owner.expire(Instant::now());
+        owner.write_metrics_if_due(Instant::now());
         if Instant::now() >= next_check {
             next_check = Instant::now() + CHECK_INTERVAL;
             sources.tick(owner);
