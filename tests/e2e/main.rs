@@ -8,4 +8,5 @@ mod faults;
 mod hardening;
 mod nbd;
 mod policy;
+mod stats;
 mod verbs;

@@ -321,6 +321,11 @@ impl Daemon {
         run(&bin("gmultipath"), args, &self.env())
     }
 
+    /// `gmultipathd args...` (a query of this daemon), which must succeed: its stdout.
+    pub fn gmultipathd(&self, args: &[&str]) -> String {
+        run(&bin("gmultipathd"), args, &self.env()).ok().to_string()
+    }
+
     /// `gnop args...`
     pub fn gnop(&self, args: &[&str]) -> Out {
         run(&bin("gnop"), args, &self.env())
