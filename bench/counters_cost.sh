@@ -23,10 +23,16 @@ for f in benches/route.rs examples/route_loop.rs; do
         "geom_multipath/core/$f" >"$WORK/base/geom_multipath/core/$f"
 done
 export CARGO_TARGET_DIR=$PWD/target
-for tree in "$WORK/base" "$PWD"; do
-    (cd "$tree" && cargo build -q -j2 --release -p geom_multipath --features testkit --example route_loop)
-    cp target/release/examples/route_loop "$WORK/route_loop.$([ "$tree" = "$PWD" ] && echo after || echo before)"
-done
+# Each tree's own route_loop, by the path cargo reports (both share one target directory,
+# where the unhashed name is whichever was linked last).
+route_loop() { # tree
+    (cd "$1" && cargo build -q -j2 --release -p geom_multipath --features testkit \
+        --example route_loop --message-format=json) |
+        grep -o '"executable":"[^"]*route_loop[^"]*"' | tail -1 | cut -d'"' -f4
+}
+cp "$(route_loop "$WORK/base")" "$WORK/route_loop.before"
+cp "$(route_loop "$PWD")" "$WORK/route_loop.after"
+cmp -s "$WORK/route_loop.before" "$WORK/route_loop.after" && { echo "the same binary twice" >&2; exit 1; }
 instructions() { # binary paths requests
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" "$2" "$3" 2>&1 |
         awk '/Collected :/ {print $NF}'
