@@ -66,11 +66,14 @@ pub struct BlockDev {
 /// The identity of a device, as GEOM::ident gives it: for a loop device its backing file's
 /// device and inode in md(4)'s form (`MD-DEV<dev>-INO<ino>`: two loop devices over one file
 /// are one disk), else the disk's WWID or serial number from sysfs (a partition's is its
-/// disk's, with the partition's name after it); `None` when nothing says.
+/// disk's, with the partition's name after it); `None` when nothing says. A backing file on
+/// a FUSE file system says nothing either: its inode is whatever the server answers and
+/// each mount is a device of its own, so two FUSE files may well be two views of one disk
+/// (an NBD or iSCSI disk through nbdfuse, a fault-injecting proxy).
 pub fn ident(disk: &Path, backing_file: Option<&Path>, partition: Option<&str>) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     if let Some(file) = backing_file {
-        if file.to_string_lossy().ends_with(" (deleted)") {
+        if file.to_string_lossy().ends_with(" (deleted)") || on_fuse(file) {
             return None;
         }
         let meta = fs::metadata(file).ok()?;
@@ -88,6 +91,12 @@ pub fn ident(disk: &Path, backing_file: Option<&Path>, partition: Option<&str>) 
         Some(p) => format!("{id}/{p}"),
         None => id,
     })
+}
+
+/// Whether `file` lives on a FUSE file system (where an inode names no storage).
+fn on_fuse(file: &Path) -> bool {
+    use nix::sys::statfs::{statfs, FUSE_SUPER_MAGIC};
+    statfs(file).is_ok_and(|fs| fs.filesystem_type() == FUSE_SUPER_MAGIC)
 }
 
 /// Every block device under `/sys/class/block`, sorted by name.
