@@ -22,16 +22,14 @@ for f in benches/route.rs examples/route_loop.rs; do
     sed 's/class\.done_at(&mut bio, Ok(()), Time([^)]*))/class.done(\&mut bio, Ok(()))/' \
         "geom_multipath/core/$f" >"$WORK/base/geom_multipath/core/$f"
 done
-export CARGO_TARGET_DIR=$PWD/target
-# Each tree's own route_loop, by the path cargo reports (both share one target directory,
-# where the unhashed name is whichever was linked last).
-route_loop() { # tree
-    (cd "$1" && cargo build -q -j2 --release -p geom_multipath --features testkit \
-        --example route_loop --message-format=json) |
-        grep -o '"executable":"[^"]*route_loop[^"]*"' | tail -1 | cut -d'"' -f4
+# Each tree builds in its own target directory, so neither overwrites the other's binaries.
+route_loop() { # tree target-dir
+    (cd "$1" && CARGO_TARGET_DIR=$2 cargo build -q -j2 --release -p geom_multipath \
+        --features testkit --example route_loop)
+    echo "$2/release/examples/route_loop"
 }
-cp "$(route_loop "$WORK/base")" "$WORK/route_loop.before"
-cp "$(route_loop "$PWD")" "$WORK/route_loop.after"
+cp "$(route_loop "$WORK/base" "$PWD/target/cost-base")" "$WORK/route_loop.before"
+cp "$(route_loop "$PWD" "$PWD/target/cost-after")" "$WORK/route_loop.after"
 cmp -s "$WORK/route_loop.before" "$WORK/route_loop.after" && { echo "the same binary twice" >&2; exit 1; }
 instructions() { # binary paths requests
     valgrind --tool=callgrind --callgrind-out-file=/dev/null "$1" "$2" "$3" 2>&1 |
@@ -47,14 +45,14 @@ for paths in 2 8; do
 done
 
 ARGS=(--warm-up-time 1 --measurement-time 3 --noplot)
-bench() { # dir label
-    (cd "$1" && cargo bench -j2 -q -p geom_multipath --bench route -- "${ARGS[@]}" 2>/dev/null) |
+bench() { # dir label target-dir
+    (cd "$1" && CARGO_TARGET_DIR=$3 cargo bench -j2 -q -p geom_multipath --bench route -- "${ARGS[@]}" 2>/dev/null) |
         awk -v who="$2" '/^start_/ {name=$1}
             /time:/ {s=$0; sub(/.*\[/, "", s); sub(/\].*/, "", s); split(s, t, " ");
                      print who, name, t[3], t[4]}'
 }
 echo "time per request (criterion, median estimate):"
 for round in 1 2; do
-    bench "$WORK/base" "before#$round"
-    bench "$PWD" "after#$round"
+    bench "$WORK/base" "before#$round" "$PWD/target/cost-base"
+    bench "$PWD" "after#$round" "$PWD/target/cost-after"
 done

@@ -537,14 +537,12 @@ impl Class {
             (Some(sent), Some(at)) => Some(at.0.saturating_sub(sent.0)),
             _ => None,
         };
-        let good = self.member(path).is_good();
-        let stats = &mut self.live_path_mut(path).stats;
-        stats.attempt(OpKind::of(bio.op), bio.length, result, latency);
-        if let Some(at) = at {
-            if stats.since.is_none_or(|(was_good, _)| was_good != good) {
-                stats.observe(good, at);
-            }
-        }
+        // State time is kept by the state changes themselves (note_failed, note_restored)
+        // and brought up to date when the counters are read, not here on every request.
+        let _ = at;
+        self.live_path_mut(path)
+            .stats
+            .attempt(OpKind::of(bio.op), bio.length, result, latency);
     }
 
     /// `bio` is answered with `result`.
