@@ -30,22 +30,20 @@ pub fn geom(out: &mut dyn Write, indent: &str, clock: Option<Time>, s: &GeomStat
     )?;
     for kind in OpKind::ALL {
         let o = s.op(kind);
-        let k = kind.name();
-        writeln!(out, "{indent}<{k}_requests>{}</{k}_requests>", o.requests)?;
-        writeln!(out, "{indent}<{k}_bytes>{}</{k}_bytes>", o.bytes)?;
-        writeln!(out, "{indent}<{k}_errors>{}</{k}_errors>", o.errors)?;
+        op_counts(out, indent, kind, o.requests, o.bytes, o.errors)?;
     }
     errors(out, indent, &s.errors)?;
-    for (name, value) in [
-        ("reissues", s.reissues),
-        ("failovers", s.failovers),
-        ("queue_episodes", s.queue_episodes),
-        ("queued", s.queued),
-        ("queue_failed", s.queue_failed),
-    ] {
-        writeln!(out, "{indent}<{name}>{value}</{name}>")?;
-    }
-    Ok(())
+    counts(
+        out,
+        indent,
+        &[
+            ("reissues", s.reissues),
+            ("failovers", s.failovers),
+            ("queue_episodes", s.queue_episodes),
+            ("queued", s.queued),
+            ("queue_failed", s.queue_failed),
+        ],
+    )
 }
 
 /// Writes a path's counters at `indent`, with its requests in flight.
@@ -54,10 +52,8 @@ pub fn path(out: &mut dyn Write, indent: &str, inflight: u32, s: &PathStats) -> 
     writeln!(out, "{indent}<inflight>{inflight}</inflight>")?;
     for kind in OpKind::ALL {
         let o = s.op(kind);
+        op_counts(out, indent, kind, o.requests, o.bytes, o.errors)?;
         let k = kind.name();
-        writeln!(out, "{indent}<{k}_requests>{}</{k}_requests>", o.requests)?;
-        writeln!(out, "{indent}<{k}_bytes>{}</{k}_bytes>", o.bytes)?;
-        writeln!(out, "{indent}<{k}_errors>{}</{k}_errors>", o.errors)?;
         let h = &o.latency;
         writeln!(
             out,
@@ -83,19 +79,21 @@ pub fn path(out: &mut dyn Write, indent: &str, inflight: u32, s: &PathStats) -> 
         writeln!(out, "</{k}_latency_buckets>")?;
     }
     errors(out, indent, &s.errors)?;
-    for (name, value) in [
-        ("failures", s.failures),
-        ("failovers", s.failovers),
-        ("reissues", s.reissues),
-        ("deadlines", s.deadlines),
-        ("probes_good", s.probes_good),
-        ("probes_bad", s.probes_bad),
-        ("reinstatements", s.reinstatements),
-        ("good_ns", s.good_ns),
-        ("failed_ns", s.failed_ns),
-    ] {
-        writeln!(out, "{indent}<{name}>{value}</{name}>")?;
-    }
+    counts(
+        out,
+        indent,
+        &[
+            ("failures", s.failures),
+            ("failovers", s.failovers),
+            ("reissues", s.reissues),
+            ("deadlines", s.deadlines),
+            ("probes_good", s.probes_good),
+            ("probes_bad", s.probes_bad),
+            ("reinstatements", s.reinstatements),
+            ("good_ns", s.good_ns),
+            ("failed_ns", s.failed_ns),
+        ],
+    )?;
     let (at, cause) = match s.last_failure {
         Some((at, cause)) => (at.0, alloc::format!("{cause}")),
         None => (0, String::new()),
@@ -105,6 +103,30 @@ pub fn path(out: &mut dyn Write, indent: &str, inflight: u32, s: &PathStats) -> 
         out,
         "{indent}<last_failure_cause>{cause}</last_failure_cause>"
     )
+}
+
+/// One operation's `<op>_requests`, `<op>_bytes` and `<op>_errors`, as geoms and paths both
+/// count them.
+fn op_counts(
+    out: &mut dyn Write,
+    indent: &str,
+    kind: OpKind,
+    requests: u64,
+    bytes: u64,
+    errors: u64,
+) -> fmt::Result {
+    let k = kind.name();
+    writeln!(out, "{indent}<{k}_requests>{requests}</{k}_requests>")?;
+    writeln!(out, "{indent}<{k}_bytes>{bytes}</{k}_bytes>")?;
+    writeln!(out, "{indent}<{k}_errors>{errors}</{k}_errors>")
+}
+
+/// Plain `<name>value</name>` elements, one a line.
+fn counts(out: &mut dyn Write, indent: &str, elements: &[(&str, u64)]) -> fmt::Result {
+    for (name, value) in elements {
+        writeln!(out, "{indent}<{name}>{value}</{name}>")?;
+    }
+    Ok(())
 }
 
 fn errors(out: &mut dyn Write, indent: &str, e: &ErrnoCounts) -> fmt::Result {
